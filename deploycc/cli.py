@@ -1,0 +1,265 @@
+"""The `deploycc` command line: one function per verb; user errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .console import console, errors
+from .errors import DeployccError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compile compact ML force fields: build, verify, bench.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and import datasets (HDF5).")
+app.add_typer(data_app, name="data")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the preset student architectures with their parameter counts."""
+    from .checkpoint import preset_path
+    from .model import PRESET_CONFIGS, StudentModel
+
+    table = Table(title="Student presets")
+    for col in ("name", "hidden", "interactions", "radial", "cutoff (Å)", "parameters", "checkpoint"):
+        table.add_column(col)
+    for name, config in PRESET_CONFIGS.items():
+        shipped = "shipped" if preset_path(name).is_file() else "not trained"
+        table.add_row(name, str(config.hidden_dim), str(config.num_interactions), str(config.num_rbf),
+                      f"{config.cutoff:g}", f"{StudentModel(config).num_parameters():,}", shipped)
+    console.print(table)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    teacher: str = typer.Option("xtb", help="teacher: xtb, emt, chgnet, or module:factory"),
+    smiles: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped drug-like list)"),
+    rattles: int = typer.Option(16, help="rattled frames per molecule"),
+    md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
+    max_molecules: int = typer.Option(0, help="use only the first N molecules (0 = all)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Label off-equilibrium frames of molecules with a teacher; split by molecule; write HDF5."""
+    from .data.generate import SMILES_FILE, generate_molecules, read_smiles
+    from .data.schema import write_h5
+    from .data.teachers import get_teacher
+
+    chosen = get_teacher(teacher)
+    molecules = read_smiles(smiles or SMILES_FILE)
+    if max_molecules > 0:
+        molecules = molecules[:max_molecules]
+    chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
+    with _progress() as progress:
+        task = progress.add_task(f"labelling with {chosen.name}", total=len(molecules))
+        data, report = generate_molecules(molecules, chosen, rattles=rattles, md_frames=md_frames, seed=seed,
+                                          on_molecule=lambda name: progress.advance(task))
+    write_h5(data, out)
+    _print_label_report(report, out, data)
+
+
+@data_app.command("import")
+def data_import(
+    source: Path = typer.Argument(..., help="any ASE-readable labelled file (extxyz, ASE database, ...)"),
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    seed: int = typer.Option(0, help="seed of the train/val/test split"),
+) -> None:
+    """Import labelled structures from an ASE-readable file into the HDF5 schema."""
+    import numpy as np
+
+    from .data.schema import read_structures, split_by_group, write_h5
+
+    data = read_structures(source)
+    if not data.has_labels:
+        raise DeployccError(f"{source} carries no energy/forces labels; label it with `deploycc data generate`")
+    data.group = np.arange(len(data)) if data.group is None else data.group
+    data.splits = split_by_group(data.group, (0.8, 0.1, 0.1), seed)
+    data.attrs.update({"teacher": "imported", "source": str(source), "generator": "deploycc data import"})
+    write_h5(data, out)
+    console.print(f"wrote {len(data)} structures to {out}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., help="HDF5 dataset with train/val/test splits"),
+    model: str = typer.Option("tiny", help="architecture preset: original, tiny, ultra-tiny"),
+    out: Path = typer.Option(..., help="checkpoint to write"),
+    epochs: int = typer.Option(200),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(2e-3),
+    energy_weight: float = typer.Option(10.0, help="weight of the energy-per-atom loss (eV/atom)^2"),
+    force_weight: float = typer.Option(1.0, help="weight of the force loss (eV/A)^2"),
+    angular_weight: float = typer.Option(0.0, help="weight of the 1 - cos(F, F_ref) term"),
+    patience: int = typer.Option(30, help="early stopping: epochs without validation improvement"),
+    max_minutes: float = typer.Option(0.0, help="wall-clock budget; the LR schedule follows it (0 = none)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    resume: bool = typer.Option(False, help="continue from the training state saved beside --out"),
+) -> None:
+    """Distil a student from the dataset's teacher labels and save a checkpoint."""
+    from .model import preset_config
+    from .train.loop import TrainSettings, train
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
+                             force_weight=force_weight, angular_weight=angular_weight, patience=patience,
+                             max_minutes=max_minutes, seed=seed, device=device)
+
+    def report(record: dict) -> None:
+        console.print(f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  val E {1000 * record['val_energy_mae']:.2f} meV/atom"
+                      f"  val F rmse {record['val_force_rmse']:.4f} eV/Å  lr {record['lr']:.2e}  {record['minutes']:.1f} min")
+
+    result = train(data, preset_config(model), out, settings, resume=resume, on_epoch=report)
+    table = Table(title=f"{model} -> {result.checkpoint}")
+    for col in ("split", "structures", "energy MAE (meV/atom)", "force MAE (eV/Å)", "force RMSE (eV/Å)"):
+        table.add_column(col)
+    for name, m in (("val", result.val), ("test", result.test)):
+        table.add_row(name, str(m.structures), f"{1000 * m.energy_mae_per_atom:.2f}", f"{m.force_mae:.4f}",
+                      f"{m.force_rmse:.4f}")
+    console.print(table)
+    console.print(f"epochs {result.epochs_run}, {result.seconds / 60:.1f} min, sha256 {result.sha256[:16]}")
+
+
+def _target_names(spec: str) -> list[str]:
+    from .targets.base import get_target, registered
+
+    if spec == "all":
+        return list(registered())
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        get_target(name)  # unknown names fail here, listing the valid ones
+    return names
+
+
+@app.command("targets")
+def targets_cmd(device: Optional[str] = typer.Option(None, help="check availability for this device")) -> None:
+    """List the registered targets and whether each can build here (with the reason when not)."""
+    from .pipeline import resolve_settings
+    from .targets.base import registered
+
+    table = Table(title="Targets")
+    for col in ("target", "device", "precision", "available", "description"):
+        table.add_column(col)
+    for name, target in registered().items():
+        settings = resolve_settings(name, device)
+        reason = target.availability(settings)
+        table.add_row(name, settings.device, settings.precision, "✓" if reason is None else f"✗ {reason}",
+                      target.description)
+    console.print(table)
+
+
+def print_parity(report: dict, title: str) -> None:
+    """One ✓/✗ line per output with max abs and relative error and the tolerance."""
+    console.print(f"[bold]{title}[/bold]: {report['structures']} structures in {report['batches']} batches")
+    for check in report["checks"]:
+        mark = "[green]✓[/green]" if check["passed"] else "[red]✗[/red]"
+        nan = "  NaN!" if check["nan"] else ""
+        console.print(f"  {mark} {check['name']:<14} max abs {check['max_abs']:.3e}  rel RMSE {check['rel_rmse']:.3e}"
+                      f"  (tol {check['tolerance']}){nan}")
+
+
+@app.command("build")
+def build_cmd(
+    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny) or checkpoint path"),
+    target: str = typer.Option("all", help="target name, comma-separated names, or 'all'"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: the target file's device)"),
+    calib: Optional[Path] = typer.Option(None, help="structures for the parity check (default calib/molecules.h5)"),
+    force: bool = typer.Option(False, help="rebuild even when the cache is valid"),
+) -> None:
+    """Export MODEL for each target, reload it, check parity against eager, write artifact + manifest."""
+    from .errors import MissingDependencyError, ParityError
+    from .pipeline import build
+
+    names = _target_names(target)
+    results, failed = [], []
+    for name in names:
+        with console.status(f"[bold]{name}[/bold]: starting") as status:
+            try:
+                result = build(model, name, out, device, force, calib,
+                               stage=lambda s, n=name: status.update(f"[bold]{n}[/bold]: {s}"))
+            except MissingDependencyError as exc:
+                if target != "all":
+                    raise
+                console.print(f"[yellow]skipped[/yellow] {name}: {exc}")
+                continue
+            except ParityError as exc:
+                print_parity(exc.report.to_dict(), f"{name} parity")
+                failed.append(name)
+                errors.print(f"error: {exc}; the previous artifact (if any) is unchanged", soft_wrap=True)
+                continue
+        results.append(result)
+        print_parity(result.parity, f"{name} parity ({result.status})")
+    _print_build_summary(results, failed)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_build_summary(results, failed: list[str]) -> None:
+    table = Table(title="Build summary")
+    for col in ("target", "device", "file", "size", "parity", "status", "seconds"):
+        table.add_column(col)
+    for r in results:
+        size = r.artifact.stat().st_size
+        table.add_row(r.target, r.manifest.get("device", "?"), str(r.artifact), f"{size / 1024:.0f} KiB",
+                      "✓" if r.parity.get("passed") else "✗", r.status, f"{r.seconds:.1f}")
+    for name in failed:
+        table.add_row(name, "", "", "", "✗", "failed", "")
+    console.print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    artifact: Path = typer.Argument(..., help="artifact folder (or file inside it)"),
+    data: Optional[Path] = typer.Option(None, help="HDF5 / extxyz / ASE-readable file (default calib/)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON report here"),
+    device: Optional[str] = typer.Option(None, help="run the artifact on this device"),
+) -> None:
+    """Parity of a built artifact against eager (from its manifest's checkpoint); exit 1 on failure."""
+    import json
+
+    from .verify import verify
+
+    report = verify(artifact, data, device)
+    print_parity(report["parity"], f"{report['target']} parity vs eager")
+    for who, metrics in report.get("vs_labels", {}).items():
+        console.print(f"  vs labels ({who}): energy MAE {1000 * metrics['energy_mae_per_atom']:.2f} meV/atom, "
+                      f"force MAE {metrics['force_mae']:.4f} eV/Å, force RMSE {metrics['force_rmse']:.4f} eV/Å")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if not report["parity"]["passed"]:
+        errors.print(f"error: {artifact} failed parity", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print("[green]verified[/green]")
+
+
+def _print_label_report(report, out: Path, data) -> None:
+    from ase.data import chemical_symbols
+
+    table = Table(title=f"Dataset {out}")
+    for col in ("molecules", "structures", "atoms", "elements", "skipped", "train/val/test", "time (s)"):
+        table.add_column(col)
+    elements = " ".join(chemical_symbols[z] for z in sorted(report.elements))
+    splits = "/".join(str(len(data.splits.get(s, []))) for s in ("train", "val", "test"))
+    table.add_row(str(report.molecules), str(report.structures), str(report.atoms), elements,
+                  str(report.skipped), splits, f"{report.seconds:.1f}")
+    console.print(table)
+    for reason, count in report.skipped_reasons.items():
+        console.print(f"  skipped {count}: {reason}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit; bugs keep their traceback."""
+    try:
+        app()
+    except DeployccError as exc:
+        errors.print(f"error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

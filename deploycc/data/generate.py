@@ -1,0 +1,183 @@
+"""Molecular structures from SMILES (RDKit), sampled off equilibrium and labelled by a teacher."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import MissingDependencyError, UserInputError
+from .schema import Structures, split_by_group
+from .teachers import Teacher
+
+SMILES_FILE = Path(__file__).with_name("smiles.txt")
+MAX_FORCE = 50.0  # eV/Angstrom: a label above this is treated as a teacher failure
+
+
+@dataclass
+class LabelReport:
+    """What labelling did: counts and time, for the summary table."""
+
+    molecules: int = 0
+    structures: int = 0
+    atoms: int = 0
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    elements: set[int] = field(default_factory=set)
+    seconds: float = 0.0
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + 1
+
+
+def read_smiles(path: Path = SMILES_FILE) -> list[tuple[str, str]]:
+    """(smiles, name) pairs from a file with one SMILES per line, optional name, '#' comments."""
+    if not Path(path).is_file():
+        raise UserInputError(f"SMILES file {path} does not exist")
+    pairs = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            pairs.append((parts[0], parts[1] if len(parts) > 1 else parts[0]))
+    if not pairs:
+        raise UserInputError(f"SMILES file {path} lists no molecules")
+    return pairs
+
+
+def embed(smiles: str, seed: int):
+    """A 3-D conformer with explicit hydrogens (ETKDG, then MMFF), as ase.Atoms; None if RDKit fails."""
+    try:
+        from rdkit import Chem
+        from rdkit.Chem import AllChem
+    except ImportError:
+        raise MissingDependencyError("structure generation needs RDKit: pip install 'deploycc[data]'") from None
+    from ase import Atoms
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        return None
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
+    positions = mol.GetConformer().GetPositions()
+    return Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=positions)
+
+
+def _label(atoms, teacher: Teacher, report: LabelReport) -> tuple[float, np.ndarray] | None:
+    """Energy and forces from the teacher, or None (counted) if it fails or returns nonsense."""
+    try:
+        atoms.calc = teacher.make_calculator()
+        energy = float(atoms.get_potential_energy())
+        forces = np.asarray(atoms.get_forces(), dtype=np.float64)
+    except MissingDependencyError:
+        raise
+    except Exception as exc:  # any teacher failure (SCF, NaN, crash) is a skip, never a stored label
+        report.skip(type(exc).__name__)
+        return None
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        report.skip("non-finite label")
+        return None
+    if np.abs(forces).max() > MAX_FORCE:
+        report.skip("force above 50 eV/A")
+        return None
+    return energy, forces
+
+
+def _md_frames(atoms, teacher: Teacher, rng: np.random.Generator, frames: int, stride: int) -> Iterator:
+    """Short Langevin MD with the teacher at 300-800 K; yields (atoms copy, energy, forces)."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    temperature = float(rng.uniform(300.0, 800.0))
+    md_atoms = atoms.copy()
+    md_atoms.calc = teacher.make_calculator()
+    MaxwellBoltzmannDistribution(md_atoms, temperature_K=temperature, rng=rng)
+    dyn = Langevin(md_atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng)
+    for _ in range(frames):
+        dyn.run(stride)
+        yield md_atoms.copy(), float(md_atoms.get_potential_energy()), np.array(md_atoms.get_forces())
+
+
+def molecule_frames(
+    atoms, teacher: Teacher, rng: np.random.Generator, rattles: int, md_frames: int, report: LabelReport
+) -> list[tuple]:
+    """Off-equilibrium frames of one molecule: Gaussian rattles (0.01-0.12 A) and teacher-MD snapshots."""
+    out = []
+    for _ in range(rattles):
+        frame = atoms.copy()
+        frame.positions += rng.normal(0.0, rng.uniform(0.01, 0.12), size=frame.positions.shape)
+        labels = _label(frame, teacher, report)
+        if labels is not None:
+            out.append((frame, *labels))
+    if md_frames:
+        try:
+            for frame, energy, forces in _md_frames(atoms, teacher, rng, md_frames, stride=10):
+                if np.all(np.isfinite(forces)) and np.abs(forces).max() <= MAX_FORCE and np.isfinite(energy):
+                    out.append((frame, energy, forces))
+                else:
+                    report.skip("non-finite MD label")
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # a teacher failing mid-MD ends that trajectory only
+            report.skip(f"MD {type(exc).__name__}")
+    return out
+
+
+def generate_molecules(
+    smiles: list[tuple[str, str]],
+    teacher: Teacher,
+    rattles: int = 16,
+    md_frames: int = 4,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    on_molecule: Callable[[str], None] | None = None,
+) -> tuple[Structures, LabelReport]:
+    """Label frames of every molecule; split train/val/test by molecule."""
+    rng = np.random.default_rng(seed)
+    report = LabelReport()
+    start = time.perf_counter()
+    numbers, positions, energies, forces, group = [], [], [], [], []
+    for mol_id, (smi, name) in enumerate(smiles):
+        atoms = embed(smi, seed + mol_id)
+        if atoms is None:
+            report.skip("RDKit embedding failed")
+        else:
+            frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report)
+            report.molecules += 1 if frames else 0
+            for frame, energy, f in frames:
+                numbers.append(frame.get_atomic_numbers().astype(np.int64))
+                positions.append(frame.get_positions())
+                energies.append(energy)
+                forces.append(f)
+                group.append(mol_id)
+                report.elements.update(int(z) for z in frame.get_atomic_numbers())
+        if on_molecule is not None:
+            on_molecule(name)
+    if not numbers:
+        raise UserInputError("the teacher labelled no structure; nothing to write")
+    report.structures = len(numbers)
+    report.atoms = int(sum(len(z) for z in numbers))
+    report.seconds = time.perf_counter() - start
+    group_arr = np.asarray(group, dtype=np.int64)
+    data = Structures(
+        numbers=numbers,
+        positions=positions,
+        energies=np.asarray(energies),
+        forces=forces,
+        cells=np.zeros((len(numbers), 3, 3)),
+        pbc=np.zeros((len(numbers), 3), dtype=bool),
+        group=group_arr,
+        splits=split_by_group(group_arr, fractions, seed),
+        attrs={"teacher": teacher.name, "source": "smiles", "generator": "deploycc data generate",
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+    return data, report

@@ -1,0 +1,39 @@
+"""User-facing errors: the CLI turns each into one line and an exit code; bugs keep their tracebacks."""
+
+from __future__ import annotations
+
+
+class DeployccError(Exception):
+    """A problem with the user's input or environment; printed as one line."""
+
+    exit_code = 1
+
+
+class UserInputError(DeployccError):
+    """Bad arguments, files or structures."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(DeployccError):
+    """An optional package or device that this request needs is not available."""
+
+    exit_code = 3
+
+
+class ParityError(DeployccError):
+    """An artifact does not reproduce the eager model within tolerance; carries the parity report."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint is missing, corrupt or incompatible with its model."""
+
+
+class ArtifactError(UserInputError):
+    """An artifact folder is missing, incomplete, tampered with or incompatible."""

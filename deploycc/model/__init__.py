@@ -1,0 +1,6 @@
+"""The student model: layers, presets and energy+forces. Knows nothing about export."""
+
+from .config import PRESET_CONFIGS, ModelConfig, preset_config
+from .student import EnergyForces, StudentModel, energy_and_forces
+
+__all__ = ["ModelConfig", "PRESET_CONFIGS", "preset_config", "StudentModel", "EnergyForces", "energy_and_forces"]

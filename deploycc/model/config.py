@@ -1,0 +1,44 @@
+"""Student architecture settings and the named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import UserInputError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the PaiNN-style student."""
+
+    hidden_dim: int = 64
+    num_interactions: int = 2
+    num_rbf: int = 12
+    cutoff: float = 5.0
+    max_z: int = 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict, ignoring keys that are not architecture settings (e.g. training options)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+PRESET_CONFIGS: dict[str, ModelConfig] = {
+    "original": ModelConfig(hidden_dim=128, num_interactions=3, num_rbf=20),
+    "tiny": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12),
+    "ultra-tiny": ModelConfig(hidden_dim=32, num_interactions=2, num_rbf=10),
+}
+
+
+def preset_config(name: str) -> ModelConfig:
+    """The architecture of a named preset; a clear error lists the valid names."""
+    try:
+        return PRESET_CONFIGS[name]
+    except KeyError:
+        valid = ", ".join(PRESET_CONFIGS)
+        raise UserInputError(f"unknown model '{name}': choose one of {valid}, or give a checkpoint path") from None

@@ -1,0 +1,116 @@
+"""Building blocks of the dense PaiNN student: radial basis, cutoff, message and update blocks.
+
+Per-atom tensors are atom-major: scalars `s` [B, N, F], vectors `v` [B, N, 3, F].  Pair tensors are
+feature-major, [B, C, N, N], so that every sum over neighbours j is a batched matrix product and no
+[pairs x features] tensor is ever multiplied element-wise.  Linear layers act on the feature axis only:
+vector features are mixed across channels, never across x/y/z (rotation equivariance).
+
+PaiNN's continuous filter is W_ij = A (rbf(d_ij) * fcut(d_ij)), linear without bias, so the envelope
+multiplies the filter output exactly while costing K instead of 3F multiplications per pair.
+The vector message sum_j W_ij phi_j u_ij uses u_ij = (r_j - r_i) / d_ij, i.e.
+sum_j (W_ij / d_ij) phi_j r_j - r_i sum_j (W_ij / d_ij) phi_j, on positions centred per structure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Epsilon inside square roots of possibly-zero squared norms.  Must stay >= 1e-6: graph optimisers fold
+# smaller constants to zero, after which padded atoms produce NaN forces.
+NORM_EPS = 1e-6
+
+
+def safe_norm(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Euclidean norm with a finite gradient at zero."""
+    return torch.sqrt((x * x).sum(dim) + 1e-6)  # NORM_EPS, inlined for TorchScript
+
+
+class GaussianRBF(nn.Module):
+    """Gaussians with centres spread evenly on [0, cutoff], expanded on a new leading axis: [K, ...]."""
+
+    def __init__(self, num_rbf: int, cutoff: float) -> None:
+        super().__init__()
+        centres = torch.linspace(0.0, cutoff, num_rbf)
+        width = cutoff / max(num_rbf - 1, 1)
+        self.register_buffer("centres", centres.view(num_rbf, 1))
+        self.gamma = 0.5 / (width * width)
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        diff = dist.reshape(1, -1) - self.centres  # [K, B*N*N]
+        return torch.exp(-self.gamma * diff * diff)
+
+
+def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """0.5 (cos(pi d / rc) + 1) for d < rc, exactly 0 beyond; value and slope vanish at rc."""
+    clamped = torch.clamp(dist, max=cutoff)
+    return 0.5 * (torch.cos(clamped * (math.pi / cutoff)) + 1.0)
+
+
+def neighbour_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """sum_j weights[g, i, j] * values[g, j, c] -> [g, i, c] as one batched matmul (g = feature x batch)."""
+    return torch.matmul(weights, values)
+
+
+class Message(nn.Module):
+    """Continuous-filter message from neighbours j to atom i."""
+
+    def __init__(self, hidden: int, num_rbf: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
+        self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        v: torch.Tensor,
+        basis: torch.Tensor,
+        basis_over_dist: torch.Tensor,
+        centred: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3]."""
+        f = self.hidden
+        b, n = s.shape[0], s.shape[1]
+        weight = self.filter.weight  # [3F, K]
+        # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
+        w_s = torch.matmul(weight[:f], basis).reshape(f * b, n, n)
+        w_vv = torch.matmul(weight[f : 2 * f], basis).reshape(f * b, n, n)
+        w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n, n)
+
+        phi = self.phi(s).permute(2, 0, 1)  # [3F, B, N]
+        p_s, p_vv, p_vs = torch.split(phi, f, dim=0)
+        v_fm = v.permute(3, 0, 1, 2)  # [F, B, N, 3]
+        r = centred.unsqueeze(0)  # [1, B, N, 3]
+
+        ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n)
+        dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3))
+        rhs = torch.cat([p_vs.unsqueeze(-1) * r, p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
+        radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4)
+        dvs = radial[..., :3] - r * radial[..., 3:]
+
+        s = s + ds.permute(1, 2, 0)
+        v = v + (dvv.reshape(f, b, n, 3) + dvs).permute(1, 2, 3, 0)
+        return s, v
+
+
+class Update(nn.Module):
+    """Per-atom mixing of scalar and vector channels."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.u = nn.Linear(hidden, hidden, bias=False)
+        self.w = nn.Linear(hidden, hidden, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
+
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        uv = self.u(v)
+        wv = self.w(v)
+        a = self.mlp(torch.cat([s, safe_norm(wv, dim=-2)], dim=-1))
+        a_vv, a_sv, a_ss = torch.split(a, self.hidden, dim=-1)
+        v = v + a_vv.unsqueeze(-2) * uv
+        s = s + a_sv * (uv * wv).sum(-2) + a_ss
+        return s, v

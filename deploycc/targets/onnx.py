@@ -1,0 +1,98 @@
+"""ONNX: the joint energy+forces graph, run by ONNX Runtime (CPU, or CUDA with I/O binding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import MissingDependencyError
+from ..model import StudentModel
+from .base import Exported, Runner, Target, register
+from .onnx_export import export_onnx
+from .settings import TargetSettings
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("the onnx target needs onnxruntime: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def cuda_provider_available() -> bool:
+    try:
+        return "CUDAExecutionProvider" in _ort().get_available_providers()
+    except MissingDependencyError:
+        return False
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime session; on CUDA, inputs and outputs stay in torch CUDA tensors (I/O binding)."""
+
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.device = device
+        self.output_dtype = torch.float16 if self._output_is_fp16() else torch.float32
+
+    def _output_is_fp16(self) -> bool:
+        return self.session.get_outputs()[1].type == "tensor(float16)"
+
+    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.device.startswith("cuda"):
+            energy, forces = self.session.run(None, {"numbers": numbers.cpu().numpy(),
+                                                     "positions": positions.cpu().numpy()})
+            return torch.from_numpy(energy), torch.from_numpy(forces)
+        return self._predict_bound(numbers, positions)
+
+    def _predict_bound(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        numbers = numbers.to(self.device).contiguous()
+        positions = positions.to(self.device, torch.float32).contiguous()
+        b, n = numbers.shape
+        energy = torch.empty(b, device=self.device, dtype=torch.float32)
+        forces = torch.empty(b, n, 3, device=self.device, dtype=torch.float32)
+        index = torch.device(self.device).index or 0
+        binding = self.session.io_binding()
+        binding.bind_input("numbers", "cuda", index, np.int64, tuple(numbers.shape), numbers.data_ptr())
+        binding.bind_input("positions", "cuda", index, np.float32, tuple(positions.shape), positions.data_ptr())
+        binding.bind_output("energy", "cuda", index, np.float32, (b,), energy.data_ptr())
+        binding.bind_output("forces", "cuda", index, np.float32, (b, n, 3), forces.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return energy, forces
+
+
+class OnnxTarget(Target):
+    name = "onnx"
+    artifact_file = "model.onnx"
+    description = "simplified ONNX (energy + forces in one graph) on ONNX Runtime"
+    devices = ("cpu", "cuda")
+
+    def availability(self, settings: TargetSettings) -> str | None:
+        try:
+            _ort()
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except (MissingDependencyError, ImportError) as exc:
+            return f"missing package ({exc}); pip install onnx onnxscript onnxruntime"
+        if settings.device.startswith("cuda") and not cuda_provider_available():
+            return "ONNX Runtime has no CUDA provider here; pip install 'deploycc[gpu]' (onnxruntime-gpu)"
+        return super().availability(settings)
+
+    def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
+        path = out_dir / self.artifact_file
+        notes = export_onnx(model, settings, path)
+        return Exported(path, notes)
+
+    def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
+        return OrtRunner(artifact, settings.device, settings.extra.get("threads"))
+
+
+register(OnnxTarget())

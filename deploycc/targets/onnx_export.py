@@ -1,0 +1,101 @@
+"""One flat ONNX graph computing energy and forces: make_fx of energy + its gradient, then the dynamo
+exporter with dynamic batch and atom axes, simplification, and onnx.checker.
+
+`torch.export` and both ONNX exporters fail on `autograd.grad` inside a forward, so the backward pass is
+first traced into an ATen graph by `make_fx` (symbolic shapes, core ATen decompositions).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import MissingDependencyError
+from .settings import TargetSettings
+
+INPUT_NAMES = ["numbers", "positions"]
+OUTPUT_NAMES = ["energy", "forces"]
+
+
+class _Graph(nn.Module):
+    def __init__(self, traced: nn.Module) -> None:
+        super().__init__()
+        self.traced = traced  # not `graph`: that name collides with GraphModule.graph during export
+
+    def forward(self, numbers: torch.Tensor, positions: torch.Tensor):
+        return self.traced(numbers, positions)
+
+
+def trace_energy_forces(model: nn.Module, device: str) -> nn.Module:
+    """An FX graph module (numbers, positions) -> (energy, forces) with the backward pass inlined."""
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+    def energy_forces(numbers: torch.Tensor, positions: torch.Tensor):
+        pos = positions.clone().requires_grad_(True)
+        energy = model(numbers, pos)
+        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        return energy, -grad
+
+    # Example sizes must differ from each other and from 3 (the xyz axis): symbolic tracing gives equal
+    # sizes one symbol, so a batch of 3 would be specialised to the static coordinate size.
+    numbers = torch.tensor([[6, 1, 1, 8, 7, 1, 0], [6, 6, 1, 1, 1, 1, 9]], device=device)
+    positions = torch.randn(2, 7, 3, device=device) * 1.5
+    with torch.enable_grad():
+        graph = make_fx(energy_forces, tracing_mode="symbolic", decomposition_table=core_aten_decompositions(),
+                        _allow_non_fake_inputs=True)(numbers, positions)
+    return _Graph(graph)
+
+
+def simplify(model_proto):
+    """onnxsim (onnxslim as fallback); returns (model, tool name or None)."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model_proto)
+        if ok:
+            return simplified, f"onnxsim {getattr(onnxsim, '__version__', '')}".strip()
+    except ImportError:
+        pass
+    try:
+        import onnxslim
+
+        return onnxslim.slim(model_proto), "onnxslim"
+    except ImportError:
+        return model_proto, None
+
+
+def export_onnx(model: nn.Module, settings: TargetSettings, path: Path) -> dict[str, str | None]:
+    """Write the joint energy+forces ONNX graph to `path`; returns notes for the manifest."""
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError("the onnx target needs onnx: pip install onnx onnxscript") from None
+    graph = trace_energy_forces(model, settings.device)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    atoms = torch.export.Dim("atoms", min=1, max=8192)
+    numbers = torch.tensor([[6, 1, 1, 8, 7], [8, 1, 1, 0, 0]], device=settings.device)
+    positions = torch.randn(2, 5, 3, device=settings.device)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph, (numbers, positions), dynamo=True, opset_version=settings.opset, input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES, dynamic_shapes={"numbers": {0: batch, 1: atoms},
+                                                       "positions": {0: batch, 1: atoms}},
+            optimize=True, verbose=False)
+    proto = program.model_proto
+    tool = None
+    if settings.simplify:
+        proto, tool = simplify(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return {"simplifier": tool, "opset": str(settings.opset)}

@@ -1,0 +1,40 @@
+"""TorchScript: a scripted wrapper whose forward returns energy and -dE/dR (autograd inside the graph)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..model import EnergyForces, StudentModel
+from .base import Exported, Runner, Target, register
+from .settings import TargetSettings
+
+
+class TorchScriptRunner(Runner):
+    def __init__(self, module: torch.jit.ScriptModule, device: str) -> None:
+        self.module = module
+        self.device = device
+
+    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module(numbers.to(self.device), positions.to(self.device))
+
+
+class TorchScriptTarget(Target):
+    name = "torchscript"
+    artifact_file = "model.ts"
+    description = "torch.jit.script of energy + autograd forces"
+    devices = ("cpu", "cuda")
+
+    def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
+        # torch.jit.trace cannot record the backward pass; scripting keeps autograd.grad in the graph.
+        scripted = torch.jit.script(EnergyForces(model.to(settings.device).eval()))
+        path = out_dir / self.artifact_file
+        torch.jit.save(scripted, str(path))
+        return Exported(path)
+
+    def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
+        return TorchScriptRunner(torch.jit.load(str(artifact), map_location=settings.device), settings.device)
+
+
+register(TorchScriptTarget())

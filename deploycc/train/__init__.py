@@ -1,0 +1,1 @@
+"""Distillation of a student from teacher labels."""

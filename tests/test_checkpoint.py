@@ -1,0 +1,346 @@
+"""Checkpoints: round trip, the predecessor's layout, version gate and refusal of bad or unsafe files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shlex
+
+import pytest
+import torch
+
+import deploycc.checkpoint as checkpoint_module
+from deploycc.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from deploycc.errors import CheckpointError, DeployccError
+from deploycc.model import PRESET_CONFIGS, StudentModel
+
+torch.set_num_threads(1)
+
+
+def make_model(preset: str = "tiny", seed: int = 0) -> StudentModel:
+    """Seeded model with perturbed weights and non-default normalisation (so a load that drops or mixes up
+    any tensor shows)."""
+    torch.manual_seed(seed)
+    model = StudentModel(PRESET_CONFIGS[preset])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(torch.empty_like(p).uniform_(0.5, 2.0))
+        model.element_ref.copy_(torch.randn(model.element_ref.shape))
+        model.scale.fill_(2.5)
+        model.shift.fill_(-0.7)
+    return model.eval()
+
+
+def probe(model: StudentModel) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(123)
+    z = torch.tensor([[8, 1, 1, 6, 0], [6, 6, 8, 1, 1]])
+    r = torch.randn(2, 5, 3) * 1.2
+    with torch.no_grad():
+        return model(z, r), model.atomic_energies(z, r)
+
+
+def assert_same_state(a: StudentModel, b: StudentModel) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def assert_one_line_naming(exc: BaseException, path) -> str:
+    message = str(exc)
+    assert "\n" not in message
+    assert str(path) in message or os.path.basename(str(path)) in message
+    return message
+
+
+def file_state(path):
+    stat = os.stat(path)
+    return path.read_bytes(), stat.st_mtime_ns, stat.st_size
+
+
+# --- round trip --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", list(PRESET_CONFIGS))
+def test_round_trip_config_state_metadata_sha(tmp_path, preset):
+    model = make_model(preset, seed=1)
+    metadata = {"epochs": 7, "teacher": "gfn2-xtb", "val_mae": [0.012, 0.034], "nested": {"a": 1.5, "b": "x"}}
+    path = tmp_path / "sub" / "model.pt"  # parent folder is created
+    sha = save_checkpoint(model, path, metadata)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sorted(os.listdir(path.parent)) == ["model.pt"]  # no temporary files left behind
+
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, Checkpoint)
+    assert loaded.config == PRESET_CONFIGS[preset]
+    assert loaded.model.config == model.config
+    assert loaded.metadata == metadata
+    assert loaded.sha256 == sha
+    assert loaded.path == path
+    assert loaded.name == "model"
+    assert not loaded.model.training
+    assert_same_state(loaded.model, model)
+    e0, a0 = probe(model)
+    e1, a1 = probe(loaded.model)
+    assert torch.equal(e0, e1) and torch.equal(a0, a1)
+
+
+def test_load_by_string_path_and_overwrite(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(make_model(seed=2), path, {"run": 1})
+    sha2 = save_checkpoint(make_model(seed=3), path, {"run": 2})  # overwrite in place
+    loaded = load_checkpoint(str(path))
+    assert loaded.metadata == {"run": 2}
+    assert loaded.sha256 == sha2
+    assert_same_state(loaded.model, make_model(seed=3))
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+def test_sha_changes_with_weights(tmp_path):
+    a = save_checkpoint(make_model(seed=4), tmp_path / "a.pt", {})
+    b = save_checkpoint(make_model(seed=5), tmp_path / "b.pt", {})
+    assert a != b
+
+
+def test_loading_does_not_modify_current_format_file(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(make_model(seed=6), path, {"k": 1})
+    before = file_state(path)
+    load_checkpoint(path)
+    assert file_state(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["m.pt"]
+
+
+def test_preset_names_resolve_in_presets_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "presets_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint("tiny")
+    assert "\n" not in str(info.value) and "tiny" in str(info.value)
+    model = make_model("tiny", seed=7)
+    save_checkpoint(model, tmp_path / "tiny.pt", {"preset": True})
+    loaded = load_checkpoint("tiny")
+    assert loaded.name == "tiny"
+    assert loaded.path == tmp_path / "tiny.pt"
+    assert_same_state(loaded.model, model)
+
+
+# --- the predecessor's layout ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", list(PRESET_CONFIGS))
+def test_predecessor_layout_infers_architecture_and_keeps_file(tmp_path, preset):
+    model = make_model(preset, seed=8)
+    path = tmp_path / "old_run.pt"
+    torch.save(
+        {
+            "model_state_dict": {"model." + k: v for k, v in model.state_dict().items()},
+            "config": {"batch_size": 32, "lr": 1e-3},  # training settings only, no architecture
+        },
+        path,
+    )
+    before = file_state(path)
+    loaded = load_checkpoint(path)
+    assert loaded.config == PRESET_CONFIGS[preset]
+    assert loaded.metadata == {}
+    assert loaded.sha256 == hashlib.sha256(before[0]).hexdigest()
+    assert_same_state(loaded.model, model)
+    e0, _ = probe(model)
+    e1, _ = probe(loaded.model)
+    assert torch.equal(e0, e1)
+    # the user's file is not rewritten, converted or accompanied by anything
+    assert file_state(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["old_run.pt"]
+
+
+def test_predecessor_layout_with_normalisation_beside_weights(tmp_path):
+    model = make_model("ultra-tiny", seed=9)
+    state = model.state_dict()
+    weights = {"model." + k: v for k, v in state.items() if k not in ("element_ref", "scale", "shift")}
+    normalisation = {k: state[k].clone() for k in ("element_ref", "scale", "shift")}
+    path = tmp_path / "old.pt"
+    torch.save({"model_state_dict": weights, "config": {"lr": 3e-4}, "normalisation": normalisation}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config == PRESET_CONFIGS["ultra-tiny"]
+    assert_same_state(loaded.model, model)
+
+
+# --- refusals ----------------------------------------------------------------------------------------------
+
+
+def test_newer_format_version_asks_for_upgrade(tmp_path):
+    model = make_model(seed=10)
+    path = tmp_path / "future.pt"
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION + 1,
+            "model_config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "metadata": {},
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = assert_one_line_naming(info.value, path)
+    assert "upgrade" in message.lower()
+    assert str(FORMAT_VERSION + 1) in message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_truncated_file(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(make_model(seed=11), good, {})
+    data = good.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4, 5])
+def test_random_bytes(tmp_path, seed):
+    path = tmp_path / "noise.pt"
+    path.write_bytes(random.Random(seed).randbytes(4096))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert isinstance(info.value, DeployccError)
+    assert_one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello world\n", random.Random(2).randbytes(256), random.Random(20).randbytes(256)],
+    ids=["text", "bytes-seed2", "bytes-seed20"],
+)
+def test_non_pytorch_bytes_that_look_like_pickle_opcodes(tmp_path, content):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: a stand-in for a malicious checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+class _CustomObject:
+    def __init__(self):
+        self.value = 42
+
+
+def test_pickled_code_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "code_ran"
+    model = make_model(seed=12)
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "metadata": {"payload": _RunsCode(marker)},
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+    assert not marker.exists()
+    # control: the file really carries code that a full (unsafe) unpickle would run
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_pickled_code_as_whole_payload_is_not_executed(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil2.pt"
+    torch.save(_RunsCode(marker), path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_custom_class_instance_is_refused(tmp_path):
+    model = make_model(seed=13)
+    path = tmp_path / "custom.pt"
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "metadata": {"obj": _CustomObject()},
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_non_dict_payload_is_refused(tmp_path):
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_dict_without_weights_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"optimizer": {"lr": 1.0}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert_one_line_naming(info.value, path)
+
+
+def test_wrong_shapes_name_keys_and_shapes(tmp_path):
+    tiny = make_model("tiny", seed=14)
+    path = tmp_path / "mismatch.pt"
+    torch.save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_config": PRESET_CONFIGS["original"].to_dict(),  # claims the original architecture
+            "state_dict": tiny.state_dict(),
+            "metadata": {},
+        },
+        path,
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = assert_one_line_naming(info.value, path)
+    assert "embedding.weight" in message
+    assert "(101, 64)" in message and "(101, 128)" in message
+    assert "messages.2" in message  # the original preset's third interaction is missing
+
+
+def test_unexpected_keys_are_named(tmp_path):
+    model = make_model("tiny", seed=15)
+    state = dict(model.state_dict())
+    state["extra_head.weight"] = torch.zeros(2, 2)
+    path = tmp_path / "extra.pt"
+    torch.save({"format_version": 1, "model_config": model.config.to_dict(), "state_dict": state}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "extra_head.weight" in assert_one_line_naming(info.value, path)
