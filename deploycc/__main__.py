@@ -1,0 +1,5 @@
+"""`python -m deploycc` runs the CLI."""
+
+from .cli import main
+
+main()

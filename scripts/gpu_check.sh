@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One prepared GPU check, run in a single call on a machine with an NVIDIA GPU (installs nothing):
+#   1. optionally distil the three presets on CUDA (TRAIN_MINUTES > 0; needs the dataset at $DATA),
+#   2. build tiny for every target available on CUDA, each with parity against eager on calib/,
+#   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT.
+# Usage: OUT=/tmp/out TRAIN_MINUTES=5 DATA=work/molecules.h5 bash scripts/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-artifacts/gpu-check}
+TRAIN_MINUTES=${TRAIN_MINUTES:-0}
+DATA=${DATA:-work/molecules.h5}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+DCC="python3 -m deploycc"
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$OUT/gpu.txt"
+python3 - <<'PY' | tee -a "$OUT/gpu.txt"
+import torch, onnxruntime
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())
+print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
+PY
+
+if [ "$TRAIN_MINUTES" != "0" ] && [ -f "$DATA" ]; then
+  mkdir -p "$OUT/presets"
+  for model in original tiny ultra-tiny; do
+    $DCC train --data "$DATA" --model "$model" --out "$OUT/presets/$model.pt" --device cuda --batch-size 16 \
+      --lr 1e-3 --epochs 100000 --patience 100000 --max-minutes "$TRAIN_MINUTES" > "$OUT/train-$model.log" 2>&1 &
+  done
+  wait
+  tail -n 12 "$OUT"/train-*.log
+  rm -f "$OUT"/presets/*.state
+  cp "$OUT"/presets/*.pt deploycc/presets/ 2>/dev/null || true
+fi
+
+$DCC targets --device cuda | tee "$OUT/targets.txt"
+$DCC build --model tiny --target all --device cuda --out "$OUT/art" 2>&1 | tee "$OUT/build.txt"
+CUDA_TARGETS=$(python3 - "$OUT/art/tiny" <<'PY'
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+names = [p.name for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()
+         and json.loads((p / "manifest.json").read_text())["device"].startswith("cuda")]
+order = ["eager", "torchscript", "cuda-graph", "onnx", "onnx-fp16", "trt"]
+print(",".join(n for n in order if n in names))
+PY
+)
+echo "benchmarking: $CUDA_TARGETS"
+$DCC bench --model tiny --target "$CUDA_TARGETS" --device cuda --out "$OUT/art" \
+  --batch-sizes 1,2,4,8,16,32,64,128,256,512,1024 --min-seconds 0.3 --min-iters 50 \
+  --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.txt"
