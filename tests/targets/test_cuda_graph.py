@@ -1,0 +1,105 @@
+"""cuda-graph target: bucket arithmetic and availability on CPU; capture and replay on a GPU."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploycc.batching import pad
+from deploycc.errors import UserInputError
+from deploycc.model import PRESET_CONFIGS, StudentModel, energy_and_forces
+from deploycc.parity import check_parity
+from deploycc.targets.cuda_graph import CudaGraphTarget, atom_bucket, batch_bucket
+from deploycc.targets.settings import Profile, load_settings
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_batch_buckets_are_powers_of_two_capped() -> None:
+    assert [batch_bucket(b, 256) for b in (1, 2, 3, 5, 16, 17, 200, 256)] == [1, 2, 4, 8, 16, 32, 256, 256]
+    assert batch_bucket(90, 100) == 100
+
+
+def test_atom_buckets() -> None:
+    assert [atom_bucket(n, 128) for n in (1, 8, 9, 30, 121, 128)] == [8, 8, 16, 32, 128, 128]
+    assert [atom_bucket(n, 128, 0) for n in (1, 9, 33, 100)] == [8, 16, 64, 128]
+    assert atom_bucket(7, 5) == 5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_unavailable_without_gpu() -> None:
+    assert CudaGraphTarget().availability(load_settings("cuda-graph")) == "needs a CUDA GPU"
+
+
+def tiny_model(seed: int = 0) -> StudentModel:
+    torch.manual_seed(seed)
+    model = StudentModel(PRESET_CONFIGS["tiny"]).eval()
+    with torch.no_grad():
+        model.element_ref.copy_(-torch.rand(model.element_ref.shape) * 100.0)
+    return model
+
+
+def molecules(sizes: list[int], seed: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Random structures (numbers 1..9, every distance above 0.8 A)."""
+    rng = np.random.default_rng(seed)
+    numbers, positions = [], []
+    for n in sizes:
+        points: list[np.ndarray] = []
+        while len(points) < n:
+            p = rng.uniform(0.0, 1.6 * max(n, 2) ** (1 / 3), 3)
+            if all(np.linalg.norm(p - q) > 0.8 for q in points):
+                points.append(p)
+        numbers.append(rng.integers(1, 10, n))
+        positions.append(np.array(points, dtype=np.float32))
+    return numbers, positions
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    settings = replace(load_settings("cuda-graph"), device="cuda", batch=Profile(1, 4, 4), atoms=Profile(1, 16, 40))
+    target = CudaGraphTarget()
+    exported = target.export(tiny_model(), settings, Path(tmp_path_factory.mktemp("cuda-graph")))
+    return target.runner(exported.path, settings), settings
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_parity_with_eager_cpu(setup) -> None:
+    runner, settings = setup
+    model = tiny_model()
+    numbers, positions = molecules([1, 2, 5, 7, 9, 16, 17, 30, 40, 3, 11])
+    report = check_parity(lambda z, r: energy_and_forces(model, z, r), runner.predict, numbers, positions,
+                          settings.tolerances, batch_size=4)
+    for check in report.checks:
+        assert check.passed, check
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_replays_new_inputs_chunks_and_pads(setup) -> None:
+    runner, _settings = setup
+    model = tiny_model()
+    captured = []
+    for seed in (2, 3):  # the same buckets twice, with different data
+        z, r = pad(*molecules([6, 3, 9, 5, 4, 8, 2, 7, 1], seed=seed), n_atoms=12)  # 9 > batch max 4: 3 chunks
+        energy, forces = runner.predict(z, r)
+        e_ref, f_ref = energy_and_forces(model, z, r)
+        assert energy.shape == (9,) and forces.shape == (9, 12, 3)
+        torch.testing.assert_close(energy.cpu(), e_ref, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(forces.cpu(), f_ref, atol=1e-4, rtol=1e-4)
+        assert (forces[0, 6:] == 0).all() and (forces[8, 1:] == 0).all()
+        captured.append(len(runner.graphs))
+    assert {(1, 16), (4, 16)} <= set(runner.graphs) and captured[0] == captured[1]  # replayed, not recaptured
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_too_many_atoms_is_refused(setup) -> None:
+    runner, _settings = setup
+    z, r = pad(*molecules([41]))
+    with pytest.raises(UserInputError, match="41 atoms"):
+        runner.predict(z, r)

@@ -1,0 +1,82 @@
+"""deploycc.api.load() and the ASE calculator over checkpoints and artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.optimize import BFGS
+
+from deploycc.api import load
+from deploycc.ase import DeployccCalculator
+from deploycc.errors import UserInputError
+from deploycc.pipeline import build
+
+from conftest import random_molecule
+
+
+def molecules(count: int, seed: int = 3) -> list[Atoms]:
+    rng = np.random.default_rng(seed)
+    return [Atoms(numbers=z, positions=r) for z, r in (random_molecule(rng, n) for n in rng.integers(2, 14, count))]
+
+
+def test_checkpoint_predictor_matches_per_structure_calls(tiny_checkpoint):
+    predictor = load(tiny_checkpoint)
+    atoms = molecules(7)
+    energies, forces = predictor.predict(atoms)
+    for k, a in enumerate(atoms):
+        e1, f1 = predictor.predict([a])
+        assert energies[k] == pytest.approx(e1[0], abs=2e-3)
+        np.testing.assert_allclose(forces[k], f1[0], atol=1e-4)
+        assert forces[k].shape == (len(a), 3)
+
+
+def test_predictor_splits_batches_at_the_profile_maximum(tiny_checkpoint):
+    predictor = load(tiny_checkpoint)
+    atoms = molecules(9)
+    full_e, full_f = predictor.predict(atoms)
+    predictor.max_batch = 2
+    split_e, split_f = predictor.predict(atoms)
+    np.testing.assert_allclose(full_e, split_e, atol=2e-3)
+    for a, b in zip(full_f, split_f):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_artifact_predictor_and_ase_calculator(tiny_checkpoint, calib_file, tmp_path):
+    result = build(str(tiny_checkpoint), "torchscript", tmp_path, calib=calib_file)
+    rng = np.random.default_rng(11)
+    numbers, positions = random_molecule(rng, 9)
+    atoms = Atoms(numbers=numbers, positions=positions)
+    eager_e, eager_f = load(tiny_checkpoint).predict([atoms])
+    atoms.calc = DeployccCalculator(result.folder)
+    assert atoms.get_potential_energy() == pytest.approx(eager_e[0], abs=2e-3)
+    np.testing.assert_allclose(atoms.get_forces(), eager_f[0], atol=1e-4)
+    assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(eager_e[0], abs=2e-3)
+    start = atoms.get_potential_energy()
+    assert np.abs(atoms.get_forces()).max() > 1e-2
+    BFGS(atoms, logfile=None).run(fmax=1e-4, steps=5)
+    assert atoms.get_potential_energy() < start  # an optimiser runs unchanged on the artifact
+
+
+@pytest.mark.parametrize(
+    "atoms, message",
+    [
+        (Atoms(), "no atoms"),
+        (Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]), "NaN"),
+        (Atoms(numbers=[1, 0], positions=[[0, 0, 0], [1, 0, 0]]), "atomic number"),
+        (Atoms(numbers=[1, 110], positions=[[0, 0, 0], [1, 0, 0]]), "atomic number 110"),
+        (Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]], cell=[5, 5, 5], pbc=True), "periodic"),
+    ],
+)
+def test_bad_structures_are_refused(tiny_checkpoint, atoms, message):
+    with pytest.raises(UserInputError, match=message):
+        load(tiny_checkpoint).predict([atoms])
+
+
+def test_too_many_atoms_for_the_profile(tiny_checkpoint, calib_file, tmp_path):
+    result = build(str(tiny_checkpoint), "eager", tmp_path, calib=calib_file)
+    predictor = load(result.folder)
+    big = Atoms(numbers=[1] * (predictor.max_atoms + 1),
+                positions=np.arange(3 * (predictor.max_atoms + 1)).reshape(-1, 3) * 1.0)
+    with pytest.raises(UserInputError, match="at most"):
+        predictor.predict([big])
