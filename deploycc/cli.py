@@ -241,6 +241,74 @@ def verify_cmd(
     console.print("[green]verified[/green]")
 
 
+@app.command("bench")
+def bench_cmd(
+    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny) or checkpoint path"),
+    target: str = typer.Option("all", help="target name, comma-separated names, or 'all' (skips unavailable)"),
+    batch_sizes: str = typer.Option("1,2,4,8,16,32,64,128,256", help="comma-separated batch sizes"),
+    atoms: int = typer.Option(25, help="molecules of about this many atoms (calib structures within ±3)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    threads: int = typer.Option(2, help="CPU threads per target (torch, ONNX Runtime, OMP/MKL)"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON here"),
+    markdown: Optional[Path] = typer.Option(None, help="write the table as Markdown here"),
+    plot: Optional[Path] = typer.Option(None, help="write latency/throughput plots (PNG) here"),
+    min_iters: int = typer.Option(50, help="timed calls per batch size, at least"),
+    min_seconds: float = typer.Option(1.0, help="timed seconds per batch size, at least"),
+    warmup: int = typer.Option(10, help="untimed calls before timing each batch size"),
+) -> None:
+    """Latency, throughput and peak memory per target and batch size, each target in its own process."""
+    from .bench import BenchConfig, header_lines, plot as plot_bench, run_bench, table_rows, to_markdown
+    from .errors import UserInputError
+
+    try:
+        sizes = [int(s) for s in batch_sizes.split(",") if s.strip()]
+    except ValueError:
+        raise UserInputError(f"--batch-sizes must be comma-separated integers, got '{batch_sizes}'") from None
+    config = BenchConfig(model=model, targets=target, batch_sizes=sizes, atoms=atoms, device=device,
+                         threads=threads, out=out, min_iters=min_iters, min_seconds=min_seconds, warmup=warmup)
+    with console.status("[bold]bench[/bold]: starting") as status:
+        result = run_bench(config, on_event=lambda message: status.update(f"[bold]bench[/bold] {message}"))
+    for notice in result.notices:
+        console.print(f"[yellow]notice[/yellow] {notice}", soft_wrap=True)
+    for line in header_lines(result.header):
+        console.print(line, style="dim", markup=False, soft_wrap=True)
+    columns, rows = table_rows(result)
+    table = Table(title=f"deploycc bench: {result.header.get('model')} on {result.header.get('device')}")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("target", "mode") else "right")
+    for row in rows:
+        table.add_row(*row)
+    if rows:
+        _print_wide(table, 140)
+    else:
+        console.print("[yellow]nothing was measured[/yellow]")
+    for summary in result.summaries:
+        console.print(summary.line(), markup=False, soft_wrap=True)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}", soft_wrap=True)
+    if json_out is not None:
+        result.write_json(json_out)
+        console.print(f"wrote {json_out}")
+    if markdown is not None:
+        markdown.write_text(to_markdown(result))
+        console.print(f"wrote {markdown}")
+    if plot is not None:
+        plot_bench(result, plot)
+        console.print(f"wrote {plot}")
+
+
+def _print_wide(renderable, width: int) -> None:
+    """Print at `width` columns when the output is not a terminal (a pipe or file has no width to fit)."""
+    if console.is_terminal or console.width >= width:
+        console.print(renderable)
+        return
+    from rich.segment import Segments
+
+    lines = console.render_lines(renderable, console.options.update_width(width), pad=False, new_lines=True)
+    console.print(Segments([segment for line in lines for segment in line]), crop=False)
+
+
 def _print_label_report(report, out: Path, data) -> None:
     from ase.data import chemical_symbols
 
