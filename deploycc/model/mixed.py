@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from .layers import Update, cosine_cutoff, safe_norm
+from .layers import Update, safe_norm
 from .student import StudentModel
 
 NETWORK_DTYPE = torch.float16
@@ -57,41 +57,12 @@ class MixedStudentModel(StudentModel):
             module.half()
         return mixed.to(next(model.parameters()).device).eval()
 
-    def atomic_energies(self, numbers: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies [B, N] in eV (float32), zero on padding."""
-        positions = positions.float()
-        atom_mask, centred, basis, basis_over_dist = self.geometry(numbers, positions)
-        e = self.network(numbers, centred, basis, basis_over_dist).float()
-        e = self.scale * e + self.shift + self.element_ref[numbers]
-        return e * atom_mask
-
-    def geometry(self, numbers: torch.Tensor, positions: torch.Tensor):
-        """Float32 (atom mask [B, N], centred [B, N, 3], basis and basis / dist [K, B*N*N])."""
-        atom_mask = (numbers > 0).to(positions.dtype)
-        n = numbers.shape[1]
-        not_self = 1.0 - torch.eye(n, dtype=positions.dtype, device=positions.device)
-        pair_mask = atom_mask.unsqueeze(2) * atom_mask.unsqueeze(1) * not_self
-        count = atom_mask.sum(1, keepdim=True).clamp(min=1.0)
-        centre = (positions * atom_mask.unsqueeze(-1)).sum(1, keepdim=True) / count.unsqueeze(-1)
-        centred = (positions - centre) * atom_mask.unsqueeze(-1)
-        vec = centred.unsqueeze(1) - centred.unsqueeze(2)
-        dist = safe_norm(vec, dim=-1)
-        envelope = cosine_cutoff(dist, self.cutoff) * pair_mask
-        basis = self.rbf(dist) * envelope.reshape(1, -1)
-        basis_over_dist = basis / dist.reshape(1, -1)
-        return atom_mask, centred, basis, basis_over_dist
-
     def network(self, numbers: torch.Tensor, centred: torch.Tensor, basis: torch.Tensor,
                 basis_over_dist: torch.Tensor) -> torch.Tensor:
-        """Float16 embedding, interactions and readout: raw per-atom outputs [B, N] (float16)."""
+        """The float32 geometry cast to float16 at the boundary; raw per-atom outputs [B, N] in float16
+        (the caller casts them back before the float32 energy sum)."""
         half = NETWORK_DTYPE
-        basis_h, basis_over_dist_h, centred_h = basis.to(half), basis_over_dist.to(half), centred.to(half)
-        s = self.embedding(numbers)
-        v = torch.zeros(s.shape[0], s.shape[1], 3, s.shape[2], dtype=s.dtype, device=s.device)
-        for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, basis_h, basis_over_dist_h, centred_h)
-            s, v = update(s, v)
-        return self.readout(s).squeeze(-1)
+        return super().network(numbers, centred.to(half), basis.to(half), basis_over_dist.to(half))
 
 
 def mixed_precision(model: StudentModel) -> MixedStudentModel:

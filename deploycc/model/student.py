@@ -33,8 +33,11 @@ class StudentModel(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
 
-    def atomic_energies(self, numbers: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies [B, N] in eV, zero on padding."""
+    def geometry(
+        self, numbers: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Atom mask [B, N], centred positions [B, N, 3], and the masked radial basis and basis / distance
+        [K, B*N*N] (envelope applied): everything that depends on positions."""
         atom_mask = (numbers > 0).to(positions.dtype)
         n = numbers.shape[1]
         not_self = 1.0 - torch.eye(n, dtype=positions.dtype, device=positions.device)
@@ -42,20 +45,29 @@ class StudentModel(nn.Module):
 
         count = atom_mask.sum(1, keepdim=True).clamp(min=1.0)
         centre = (positions * atom_mask.unsqueeze(-1)).sum(1, keepdim=True) / count.unsqueeze(-1)
-        centred = (positions - centre) * atom_mask.unsqueeze(-1)  # [B, N, 3]
+        centred = (positions - centre) * atom_mask.unsqueeze(-1)
         vec = centred.unsqueeze(1) - centred.unsqueeze(2)  # r_j - r_i, [B, N, N, 3]
         dist = safe_norm(vec, dim=-1)  # [B, N, N]
         envelope = cosine_cutoff(dist, self.cutoff) * pair_mask
         basis = self.rbf(dist) * envelope.reshape(1, -1)  # [K, B*N*N]
         basis_over_dist = basis / dist.reshape(1, -1)
+        return atom_mask, centred, basis, basis_over_dist
 
+    def network(
+        self, numbers: torch.Tensor, centred: torch.Tensor, basis: torch.Tensor, basis_over_dist: torch.Tensor
+    ) -> torch.Tensor:
+        """Embedding, interactions and readout: raw per-atom outputs [B, N]."""
         s = self.embedding(numbers)
         v = torch.zeros(s.shape[0], s.shape[1], 3, s.shape[2], dtype=s.dtype, device=s.device)
         for message, update in zip(self.messages, self.updates):
             s, v = message(s, v, basis, basis_over_dist, centred)
             s, v = update(s, v)
+        return self.readout(s).squeeze(-1)
 
-        e = self.readout(s).squeeze(-1)
+    def atomic_energies(self, numbers: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies [B, N] in eV, zero on padding."""
+        atom_mask, centred, basis, basis_over_dist = self.geometry(numbers, positions)
+        e = self.network(numbers, centred, basis, basis_over_dist).to(positions.dtype)
         e = self.scale * e + self.shift + self.element_ref[numbers]
         return e * atom_mask
 
