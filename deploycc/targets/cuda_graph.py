@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -55,26 +56,37 @@ class _Captured:
     forces: torch.Tensor
 
 
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def eager_step(model: StudentModel, device: str) -> Step:
+    """Energy and -dE/dR of the eager model, as a function of static input buffers."""
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+    def step(numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            pos = positions.clone().requires_grad_(True)
+            energy = model(numbers, pos)
+            (grad,) = torch.autograd.grad(energy.sum(), pos)
+        return energy.detach(), -grad.detach()
+
+    return step
+
+
 class CudaGraphRunner(Runner):
     """Replays one captured forward+backward graph per (batch bucket, atom bucket)."""
 
-    def __init__(self, model: StudentModel, settings: TargetSettings) -> None:
+    def __init__(self, step: Step, settings: TargetSettings, label: str = "cuda-graph") -> None:
         self.device = settings.device
-        self.model = model.to(self.device).eval()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        self.step = step
+        self.label = label
         self.batch_max = settings.batch.max
         self.atoms_max = settings.atoms.max
         self.multiple = int(settings.extra.get("atom_multiple", 8))
         self.graphs: dict[tuple[int, int], _Captured] = {}
         self.pool = None
-
-    def _step(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            pos = positions.clone().requires_grad_(True)
-            energy = self.model(numbers, pos)
-            (grad,) = torch.autograd.grad(energy.sum(), pos)
-        return energy.detach(), -grad.detach()
 
     def _capture(self, b: int, n: int) -> _Captured:
         numbers = torch.zeros(b, n, dtype=torch.long, device=self.device)
@@ -83,13 +95,13 @@ class CudaGraphRunner(Runner):
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_CALLS):
-                self._step(numbers, positions)
+                self.step(numbers, positions)
         torch.cuda.current_stream().wait_stream(side)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            energy, forces = self._step(numbers, positions)
+            energy, forces = self.step(numbers, positions)
         return _Captured(graph, numbers, positions, energy, forces)
 
     def _graph(self, b: int, n: int) -> _Captured:
@@ -111,8 +123,8 @@ class CudaGraphRunner(Runner):
     def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n = numbers.shape
         if n > self.atoms_max:
-            raise UserInputError(f"{n} atoms per structure exceeds the cuda-graph profile maximum of "
-                                 f"{self.atoms_max}; raise [atoms] max in targets/cuda-graph.toml")
+            raise UserInputError(f"{n} atoms per structure exceeds the {self.label} profile maximum of "
+                                 f"{self.atoms_max}; raise [atoms] max in targets/{self.label}.toml")
         with torch.cuda.device(torch.device(self.device)):
             numbers = numbers.to(self.device)
             positions = positions.to(self.device, torch.float32)
@@ -141,7 +153,7 @@ class CudaGraphTarget(Target):
         return Exported(path, notes)
 
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
-        return CudaGraphRunner(load_checkpoint(artifact).model, settings)
+        return CudaGraphRunner(eager_step(load_checkpoint(artifact).model, settings.device), settings)
 
 
 register(CudaGraphTarget())

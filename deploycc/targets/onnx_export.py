@@ -55,6 +55,19 @@ def trace_energy_forces(model: nn.Module, device: str) -> nn.Module:
     return _Graph(graph)
 
 
+def dynamic_axes() -> dict[str, dict[int, object]]:
+    """Dynamic batch and atom axes of both inputs."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    atoms = torch.export.Dim("atoms", min=1, max=8192)
+    return {"numbers": {0: batch, 1: atoms}, "positions": {0: batch, 1: atoms}}
+
+
+def example_inputs(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Export examples: two structures of five atoms (sizes differ from 3, see trace_energy_forces)."""
+    numbers = torch.tensor([[6, 1, 1, 8, 7], [8, 1, 1, 0, 0]], device=device)
+    return numbers, torch.randn(2, 5, 3, device=device)
+
+
 def simplify(model_proto):
     """onnxsim (onnxslim as fallback); returns (model, tool name or None)."""
     try:
@@ -80,17 +93,13 @@ def export_onnx(model: nn.Module, settings: TargetSettings, path: Path) -> dict[
     except ImportError:
         raise MissingDependencyError("the onnx target needs onnx: pip install onnx onnxscript") from None
     graph = trace_energy_forces(model, settings.device)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    atoms = torch.export.Dim("atoms", min=1, max=8192)
-    numbers = torch.tensor([[6, 1, 1, 8, 7], [8, 1, 1, 0, 0]], device=settings.device)
-    positions = torch.randn(2, 5, 3, device=settings.device)
+    numbers, positions = example_inputs(settings.device)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph, (numbers, positions), dynamo=True, opset_version=settings.opset, input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES, dynamic_shapes={"numbers": {0: batch, 1: atoms},
-                                                       "positions": {0: batch, 1: atoms}},
+            output_names=OUTPUT_NAMES, dynamic_shapes=dynamic_axes(),
             optimize=True, verbose=False)
     proto = program.model_proto
     tool = None
