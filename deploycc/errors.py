@@ -1,4 +1,8 @@
-"""User-facing errors: the CLI turns each into one line and an exit code; bugs keep their tracebacks."""
+"""User-facing errors: the CLI turns each into one line and an exit code; bugs keep their tracebacks.
+
+Exit codes: 1 parity failure, 2 missing dependency or device (e.g. TensorRT, a GPU), 65 bad input
+(arguments, files, structures; EX_DATAERR).  Anything else non-zero is a bug and prints a traceback.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,13 @@ class DeployccError(Exception):
 class UserInputError(DeployccError):
     """Bad arguments, files or structures."""
 
-    exit_code = 2
+    exit_code = 65
 
 
 class MissingDependencyError(DeployccError):
     """An optional package or device that this request needs is not available."""
 
-    exit_code = 3
+    exit_code = 2
 
 
 class ParityError(DeployccError):

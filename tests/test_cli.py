@@ -26,11 +26,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
 @pytest.mark.parametrize(
     "args, code, fragments",
     [
-        (["build", "--model", "huge", "--target", "onnx"], 2, ["huge", "tiny"]),
-        (["build", "--model", "tiny", "--target", "tensorflow"], 2, ["tensorflow", "torchscript"]),
-        (["data", "generate", "--out", "x.h5", "--teacher", "dft"], 2, ["dft", "xtb"]),
-        (["train", "--data", "missing.h5", "--out", "x.pt"], 2, ["missing.h5"]),
-        (["verify", "no-such-folder"], 2, ["no-such-folder"]),
+        (["build", "--model", "huge", "--target", "onnx"], 65, ["huge", "tiny"]),
+        (["build", "--model", "tiny", "--target", "tensorflow"], 65, ["tensorflow", "torchscript"]),
+        (["data", "generate", "--out", "x.h5", "--teacher", "dft"], 65, ["dft", "xtb"]),
+        (["train", "--data", "missing.h5", "--out", "x.pt"], 65, ["missing.h5"]),
+        (["verify", "no-such-folder"], 65, ["no-such-folder"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):
@@ -40,12 +40,23 @@ def test_user_errors_are_one_line(args, code, fragments, tmp_path):
 def test_corrupt_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00not a checkpoint" * 10)
-    assert_one_line_error(run_cli("build", "--model", str(bad), "--target", "eager", cwd=tmp_path), 2, "bad.pt")
+    assert_one_line_error(run_cli("build", "--model", str(bad), "--target", "eager", cwd=tmp_path), 65, "bad.pt")
 
 
 def test_artifact_without_manifest_is_one_line(tmp_path):
     (tmp_path / "art").mkdir()
-    assert_one_line_error(run_cli("verify", str(tmp_path / "art")), 2, "manifest.json")
+    assert_one_line_error(run_cli("verify", str(tmp_path / "art")), 65, "manifest.json")
+
+
+def test_missing_tensorrt_or_gpu_exits_2(tmp_path):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are present here")
+    result = run_cli("build", "--model", "tiny", "--target", "trt", cwd=tmp_path)
+    assert_one_line_error(result, 2, "trt")
 
 
 def test_models_and_targets_list(tmp_path):
