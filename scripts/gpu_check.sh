@@ -3,11 +3,12 @@
 #   1. optionally distil the three presets on CUDA (TRAIN_MINUTES > 0; needs the dataset at $DATA),
 #   2. build tiny for every target available on CUDA, each with parity against eager on calib/,
 #   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT.
-# Usage: OUT=/tmp/out TRAIN_MINUTES=5 DATA=work/molecules.h5 bash scripts/gpu_check.sh
+# Usage: OUT=/tmp/out [ART=/tmp/art] [TRAIN_MINUTES=5 DATA=work/molecules.h5] bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-check}
 TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 DATA=${DATA:-work/molecules.h5}
+ART=${ART:-$OUT/art}   # artifact root (keep it outside $OUT when only the reports should come back)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -36,8 +37,9 @@ if [ "$TRAIN_MINUTES" != "0" ] && [ -f "$DATA" ]; then
 fi
 
 $DCC targets --device cuda | tee "$OUT/targets.txt"
-timeout 300 $DCC build --model tiny --target all --device cuda --out "$OUT/art" 2>&1 | tee "$OUT/build.txt"
-CUDA_TARGETS=$(python3 - "$OUT/art/tiny" <<'PY'
+$DCC build --model tiny --target eager,torchscript,cuda-graph --device cuda --out "$ART" 2>&1 | tee "$OUT/build.txt"
+timeout 240 $DCC build --model tiny --target aoti --device cuda --out "$ART" 2>&1 | tee -a "$OUT/build.txt"
+CUDA_TARGETS=$(python3 - "$ART/tiny" <<'PY'
 import json, pathlib, sys
 root = pathlib.Path(sys.argv[1])
 names = [p.name for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()
@@ -47,6 +49,6 @@ print(",".join(n for n in order if n in names))
 PY
 )
 echo "benchmarking: $CUDA_TARGETS"
-$DCC bench --model tiny --target "$CUDA_TARGETS" --device cuda --out "$OUT/art" \
+$DCC bench --model tiny --target "$CUDA_TARGETS" --device cuda --out "$ART" \
   --batch-sizes 1,2,4,8,16,32,64,128,256,512,1024 --min-seconds 0.3 --min-iters 50 \
   --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.txt"
