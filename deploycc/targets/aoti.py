@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch._inductor  # noqa: F401  (not imported by `import torch` on every version)
 
 from ..model import StudentModel
 from .base import Exported, Runner, Target, register
