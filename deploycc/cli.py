@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from .console import console, errors
@@ -151,8 +152,8 @@ def targets_cmd(device: Optional[str] = typer.Option(None, help="check availabil
     for name, target in registered().items():
         settings = resolve_settings(name, device)
         reason = target.availability(settings)
-        table.add_row(name, settings.device, settings.precision, "✓" if reason is None else f"✗ {reason}",
-                      target.description)
+        table.add_row(name, settings.device, settings.precision, "✓" if reason is None else f"✗ {escape(reason)}",
+                      escape(target.description))
     console.print(table)
 
 

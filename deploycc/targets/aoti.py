@@ -2,8 +2,8 @@
 
 The make_fx graph of energy and its gradient (the same one the ONNX target exports) goes through
 `torch.export` with dynamic batch and atom axes and `torch._inductor.aoti_compile_and_package`: fused C++
-loops on CPU, Triton kernels on CUDA, in one `model.pt2`.  On CUDA the runner also replays each
-(batch, atom-count) bucket as a CUDA graph (`extra.cuda_graphs`, default on), so a call costs one launch.
+loops on CPU (Triton kernels on CUDA), in one `model.pt2`.  On CUDA the runner would also replay each
+(batch, atom-count) bucket as a CUDA graph (`extra.cuda_graphs`); that path is disabled (see `devices`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ class AotiRunner(Runner):
 class AotiTarget(Target):
     name = "aoti"
     artifact_file = "model.pt2"
-    description = "AOTInductor package of the joint graph (C++ on CPU, Triton + CUDA graphs on GPU)"
-    devices = ("cpu", "cuda")
+    description = "AOTInductor package of the joint graph (compiled C++ loops; CPU)"
+    # CUDA: the Triton build + CUDA-graph replay crashed without output in its one GPU attempt (H200,
+    # torch 2.11); CPU-only until that is investigated.
+    devices = ("cpu",)
 
     def availability(self, settings: TargetSettings) -> str | None:
         if not hasattr(torch._inductor, "aoti_compile_and_package"):
