@@ -92,7 +92,9 @@ def build_lock(final: Path) -> Iterator[None]:
 def staging_dir(final: Path) -> Path:
     """A fresh temporary folder beside the final one (same filesystem, so the final rename is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(staged, 0o755)  # mkdtemp makes it private; a published artifact is readable like any folder
+    return staged
 
 
 def recover(final: Path) -> None:

@@ -47,17 +47,18 @@ def open_runner(folder, device: str, threads: int):
     from .artifacts import verify_hashes
     from .pipeline import open_artifact
     from .targets.base import get_target
+    from .targets.base import open_runner as open_target_runner
 
     runner, manifest, settings = open_artifact(folder, device)
     if _session_threads(runner) not in (None, threads):
         settings = replace(settings, extra={**settings.extra, "threads": threads})
         del runner
-        runner = get_target(manifest["target"]).runner(verify_hashes(folder, manifest), settings)
+        runner = open_target_runner(get_target(manifest["target"]), verify_hashes(folder, manifest), settings)
     return runner, manifest, settings
 
 
 def _session_threads(runner) -> int | None:
-    session = getattr(runner, "session", None)
+    session = getattr(getattr(runner, "inner", runner), "session", None)
     try:
         return session.get_session_options().intra_op_num_threads if session is not None else None
     except AttributeError:

@@ -18,7 +18,7 @@ from .data.schema import Structures, read_structures
 from .errors import ArtifactError, MissingDependencyError, ParityError
 from .parity import ParityReport, check_parity
 from .paths import artifacts_root, default_calib_file
-from .targets.base import Runner, get_target
+from .targets.base import Runner, get_target, open_runner
 from .targets.eager import EagerRunner
 from .targets.settings import TargetSettings, load_settings
 from .versions import library_versions
@@ -121,7 +121,7 @@ def _build_into(staged: Path, target, settings: TargetSettings, checkpoint: Chec
     exported = target.export(copy.deepcopy(checkpoint.model), settings, staged)
     shutil.copyfile(checkpoint.path, staged / REFERENCE)
     stage("reload")
-    runner = target.runner(exported.path, settings)
+    runner = open_runner(target, exported.path, settings)
     stage("parity")
     report = run_parity(checkpoint, runner, settings, data)
     parity = {**report.to_dict(), "data": str(calib_path), "reference": "eager fp32 on cpu"}
@@ -163,7 +163,7 @@ def open_artifact(folder: Path, device: str | None = None) -> tuple[Runner, dict
     reason = target.availability(settings)
     if reason is not None:
         raise MissingDependencyError(f"artifact {folder} needs target '{target.name}', unavailable here: {reason}")
-    return target.runner(artifact, settings), manifest, settings
+    return open_runner(target, artifact, settings), manifest, settings
 
 
 def _settings_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:

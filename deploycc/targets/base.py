@@ -41,6 +41,28 @@ class Runner(ABC):
             torch.cuda.synchronize()
 
 
+class ChunkedRunner(Runner):
+    """Runs a batch in chunks of at most `chunk` structures.
+
+    On CPU the dense pair tensors of a large batch fall out of cache and throughput drops; chunks of the
+    measured best size keep it flat (set per target as `extra.chunk_cpu` in targets/<name>.toml)."""
+
+    def __init__(self, inner: Runner, chunk: int) -> None:
+        self.inner = inner
+        self.chunk = chunk
+        self.device = inner.device
+
+    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if numbers.shape[0] <= self.chunk:
+            return self.inner.predict(numbers, positions)
+        parts = [self.inner.predict(numbers[k : k + self.chunk], positions[k : k + self.chunk])
+                 for k in range(0, numbers.shape[0], self.chunk)]
+        return torch.cat([e for e, _ in parts]), torch.cat([f for _, f in parts])
+
+    def synchronize(self) -> None:
+        self.inner.synchronize()
+
+
 class Target(ABC):
     """A deployment backend: how to make its artifact and how to run it."""
 
@@ -64,6 +86,15 @@ class Target(ABC):
     @abstractmethod
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
         """Open a runner on an artifact file written by `export`."""
+
+
+def open_runner(target: Target, artifact: Path, settings: TargetSettings) -> Runner:
+    """The target's runner, chunked on CPU when its settings ask for it (`extra.chunk_cpu`)."""
+    runner = target.runner(artifact, settings)
+    chunk = int(settings.extra.get("chunk_cpu", 0))
+    if chunk > 0 and settings.device == "cpu":
+        return ChunkedRunner(runner, chunk)
+    return runner
 
 
 _REGISTRY: dict[str, Target] = {}
