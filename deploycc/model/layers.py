@@ -71,25 +71,30 @@ class Message(nn.Module):
         basis_over_dist: torch.Tensor,
         centred: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3]."""
+        """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3].
+
+        The pair work runs in the dtype of `basis` (float16 in the mixed-precision model); per-atom inputs
+        are cast to it and the neighbour sums cast back to the dtype of `s` (no-ops in float32)."""
         f = self.hidden
         b, n = s.shape[0], s.shape[1]
-        weight = self.filter.weight  # [3F, K]
+        pair = basis.dtype
+        weight = self.filter.weight.to(pair)  # [3F, K]
         # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
         w_s = torch.matmul(weight[:f], basis).reshape(f * b, n, n)
         w_vv = torch.matmul(weight[f : 2 * f], basis).reshape(f * b, n, n)
         w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n, n)
 
-        phi = self.phi(s).permute(2, 0, 1)  # [3F, B, N]
+        phi = self.phi(s).permute(2, 0, 1).to(pair)  # [3F, B, N]
         p_s, p_vv, p_vs = torch.split(phi, f, dim=0)
-        v_fm = v.permute(3, 0, 1, 2)  # [F, B, N, 3]
-        r = centred.unsqueeze(0)  # [1, B, N, 3]
+        v_fm = v.permute(3, 0, 1, 2).to(pair)  # [F, B, N, 3]
+        r = centred.unsqueeze(0).to(pair)  # [1, B, N, 3]
 
-        ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n)
-        dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3))
+        ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n).to(s.dtype)
+        dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3)).to(s.dtype)
         rhs = torch.cat([p_vs.unsqueeze(-1) * r, p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
-        radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4)
-        dvs = radial[..., :3] - r * radial[..., 3:]
+        radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4).to(s.dtype)
+        r_atom = centred.unsqueeze(0).to(s.dtype)
+        dvs = radial[..., :3] - r_atom * radial[..., 3:]
 
         s = s + ds.permute(1, 2, 0)
         v = v + (dvv.reshape(f, b, n, 3) + dvs).permute(1, 2, 3, 0)

@@ -53,16 +53,22 @@ class StudentModel(nn.Module):
         basis_over_dist = basis / dist.reshape(1, -1)
         return atom_mask, centred, basis, basis_over_dist
 
-    def network(
+    def features(
         self, numbers: torch.Tensor, centred: torch.Tensor, basis: torch.Tensor, basis_over_dist: torch.Tensor
     ) -> torch.Tensor:
-        """Embedding, interactions and readout: raw per-atom outputs [B, N]."""
+        """Embedding and interactions: per-atom scalar features [B, N, F]."""
         s = self.embedding(numbers)
         v = torch.zeros(s.shape[0], s.shape[1], 3, s.shape[2], dtype=s.dtype, device=s.device)
         for message, update in zip(self.messages, self.updates):
             s, v = message(s, v, basis, basis_over_dist, centred)
             s, v = update(s, v)
-        return self.readout(s).squeeze(-1)
+        return s
+
+    def network(
+        self, numbers: torch.Tensor, centred: torch.Tensor, basis: torch.Tensor, basis_over_dist: torch.Tensor
+    ) -> torch.Tensor:
+        """Raw per-atom outputs [B, N]: features, then the readout MLP."""
+        return self.readout(self.features(numbers, centred, basis, basis_over_dist)).squeeze(-1)
 
     def atomic_energies(self, numbers: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Per-atom energies [B, N] in eV, zero on padding."""
