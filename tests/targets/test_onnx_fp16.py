@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from deploycc.batching import pad
-from deploycc.model import PRESET_CONFIGS, StudentModel, energy_and_forces
+from deploycc.model import StudentModel, energy_and_forces
 from deploycc.model.mixed import MixedStudentModel
 from deploycc.parity import check_parity
 from deploycc.targets.settings import load_settings
+
+from random_structures import molecules
+from random_structures import tiny_model as shared_tiny_model
+
+
+def tiny_model(seed: int = 0) -> StudentModel:
+    return shared_tiny_model(seed, ref_scale=1000.0, scale=1.7, shift=-0.3)
+
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -20,32 +27,10 @@ pytest.importorskip("onnxscript")
 FLOAT, FLOAT16, INT64 = 1, 10, 7  # onnx.TensorProto data types
 
 
-def tiny_model(seed: int = 0) -> StudentModel:
-    """A random tiny student with realistic normalisation (large element references, scale, shift)."""
-    torch.manual_seed(seed)
-    model = StudentModel(PRESET_CONFIGS["tiny"]).eval()
-    with torch.no_grad():
-        model.element_ref.copy_(-torch.rand(model.element_ref.shape) * 1000.0)
-        model.scale.fill_(1.7)
-        model.shift.fill_(-0.3)
-    return model
 
 
-def molecule(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random atomic numbers (1..9) and positions with every distance above 0.8 A."""
-    points: list[np.ndarray] = []
-    box = 1.6 * max(n, 2) ** (1 / 3)
-    while len(points) < n:
-        p = rng.uniform(0.0, box, 3)
-        if all(np.linalg.norm(p - q) > 0.8 for q in points):
-            points.append(p)
-    return rng.integers(1, 10, n), np.array(points, dtype=np.float32)
 
 
-def molecules(sizes: list[int], seed: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    pairs = [molecule(n, rng) for n in sizes]
-    return [z for z, _ in pairs], [r for _, r in pairs]
 
 
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:

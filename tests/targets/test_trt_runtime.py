@@ -6,41 +6,29 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from deploycc.batching import pad
 from deploycc.errors import ArtifactError
-from deploycc.model import PRESET_CONFIGS, StudentModel, energy_and_forces
+from deploycc.model import StudentModel, energy_and_forces
 from deploycc.parity import check_parity
 from deploycc.targets.settings import Profile, load_settings
+
+from random_structures import molecules
+from random_structures import tiny_model as shared_tiny_model
+
+
+def tiny_model(seed: int = 0) -> StudentModel:
+    return shared_tiny_model(seed, ref_scale=1000.0)
+
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def tiny_model(seed: int = 0) -> StudentModel:
-    torch.manual_seed(seed)
-    model = StudentModel(PRESET_CONFIGS["tiny"]).eval()
-    with torch.no_grad():
-        model.element_ref.copy_(-torch.rand(model.element_ref.shape) * 1000.0)
-    return model
 
 
-def molecules(sizes: list[int], seed: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Random structures (numbers 1..9, every distance above 0.8 A)."""
-    rng = np.random.default_rng(seed)
-    numbers, positions = [], []
-    for n in sizes:
-        points: list[np.ndarray] = []
-        while len(points) < n:
-            p = rng.uniform(0.0, 1.6 * max(n, 2) ** (1 / 3), 3)
-            if all(np.linalg.norm(p - q) > 0.8 for q in points):
-                points.append(p)
-        numbers.append(rng.integers(1, 10, n))
-        positions.append(np.array(points, dtype=np.float32))
-    return numbers, positions
 
 
 @pytest.fixture(scope="module")
