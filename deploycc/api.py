@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from .batching import pad
 from .errors import UserInputError

@@ -12,7 +12,7 @@ from deploycc.artifacts import build_lock, read_manifest, verify_hashes
 from deploycc.checkpoint import save_checkpoint
 from deploycc.errors import ArtifactError, MissingDependencyError, ParityError, UserInputError
 from deploycc.pipeline import build
-from deploycc.targets.base import Exported, Target, register
+from deploycc.targets.base import Exported, register
 from deploycc.targets.torchscript import TorchScriptTarget
 from deploycc.verify import verify
 
