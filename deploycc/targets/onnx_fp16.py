@@ -1,13 +1,12 @@
-"""ONNX fp16-mixed: the mixed-precision student (float32 geometry, float16 network) as one ONNX graph.
+"""ONNX fp16-mixed: the mixed-precision student (float16 pair work inside a float32 model) as one ONNX graph.
 
 Exported by the fp32 pipeline (`onnx_export.export_onnx`: make_fx of energy + autograd gradient, the
 dynamo exporter with dynamic batch and atom axes, onnxsim, onnx.checker) applied to
 `deploycc.model.mixed.MixedStudentModel`.  Inputs int64 numbers and float32 positions; outputs float32
-energy and forces.  Float16 in the graph: the embedding Gather, every MatMul/Gemm of the network (forward
-and backward), Add/Mul, the reshapes, splits, concats and transposes between them, and ScatterND (the
-gradient of slicing).  Float32: all geometry (Sqrt, Exp, Cos/Sin, Div, Clip), the energy sum, the Update
-blocks' vector norms (see mixed.py), and SiLU/Sigmoid, which the core ATen decomposition itself upcasts
-to float32 for float16 inputs.
+energy and forces.  Float16 in the graph: the filter products of the radial basis, the batched
+neighbour-sum MatMuls over the [F*B, N, N] pair tensors (forward and backward) and the reshapes between
+them.  Float32: all geometry (Sqrt, Exp, Cos/Sin, Div, Clip), the embedding, the per-atom features and
+Update blocks, the readout and the energy sum (see deploycc/model/mixed.py).
 
 ONNX Runtime's CPU provider (onnxruntime 1.32, x86-64, checked on the saved optimized graph) runs the file
 unchanged but has float16 kernels only for data movement (Gather, Reshape, Transpose, Concat, Split,
@@ -34,14 +33,14 @@ def export_mixed_onnx(model: StudentModel, settings: TargetSettings, path: Path)
     """Write the fp16-mixed energy+forces ONNX graph of `model` to `path`; returns manifest notes."""
     mixed = MixedStudentModel.from_model(model.to(settings.device))
     notes = export_onnx(mixed, settings, path)
-    return {**notes, "precision": "fp16-mixed", "fp32": "geometry, per-atom energy sum, update-block vector norms",
-            "fp16": "embedding, message/update blocks, readout"}
+    return {**notes, "precision": "fp16-mixed", "fp32": "geometry, embedding, per-atom features, update blocks, readout, energy sum",
+            "fp16": "filter products and neighbour sums over the pair tensors"}
 
 
 class OnnxFp16Target(OnnxTarget):
     name = "onnx-fp16"
     artifact_file = "model.onnx"
-    description = "ONNX, float32 geometry + float16 network (energy + forces), on ONNX Runtime"
+    description = "ONNX with float16 pair tensors in a float32 model (energy + forces), on ONNX Runtime"
     devices = ("cpu", "cuda")
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:

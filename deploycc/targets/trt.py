@@ -1,4 +1,5 @@
-"""TensorRT: a serialized engine built from the fp16-mixed ONNX graph (float32 geometry, float16 network).
+"""TensorRT: a serialized engine built from the fp16-mixed ONNX graph (float16 pair tensors and
+neighbour sums inside a float32 model; see deploycc/model/mixed.py).
 
 Build: onnx-fp16 export -> pre-flight (trt_preflight, pure Python) -> trt.OnnxParser into a *strongly
 typed* network -> builder config (workspace limit, timing cache, one optimization profile per
