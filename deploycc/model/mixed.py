@@ -40,7 +40,3 @@ class MixedStudentModel(StudentModel):
         """The float32 features, with the pair inputs (basis, basis / distance) cast to float16."""
         return super().features(numbers, centred, basis.to(PAIR_DTYPE), basis_over_dist.to(PAIR_DTYPE))
 
-
-def mixed_precision(model: StudentModel) -> MixedStudentModel:
-    """Shorthand for MixedStudentModel.from_model."""
-    return MixedStudentModel.from_model(model)
