@@ -3,30 +3,116 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from .batching import pad
-from .errors import UserInputError
+from .periodic import check_cell, pad_cells
+from .errors import UnseenElementWarning, UserInputError
 from .targets.base import Runner
+
+COINCIDENT_TOLERANCE = 1e-3  # Angstrom: two atoms closer than this are "at the same position"
+UNSEEN_POLICIES = ("warn", "refuse", "allow")
+
+
+def formula(numbers: np.ndarray) -> str:
+    """Hill formula of atomic numbers; never fails (numbers ASE has no symbol for are written Z<n>)."""
+    from ase.data import chemical_symbols
+    from ase.symbols import Symbols
+
+    z = np.asarray(numbers, dtype=np.int64)
+    if len(z) and (z.min() < 0 or z.max() >= len(chemical_symbols)):
+        counts = dict(zip(*np.unique(z, return_counts=True)))
+        return "".join(f"Z{int(k)}" + (f"x{int(n)}" if n > 1 else "") for k, n in counts.items())
+    return Symbols(z).get_chemical_formula()
+
+
+def coincident_atoms(positions: np.ndarray, tolerance: float = COINCIDENT_TOLERANCE) -> tuple[int, int] | None:
+    """The first pair (i < j) of atoms closer than `tolerance`, or None (vectorised O(N^2)).
+
+    Plain Cartesian distances: right for isolated structures.  Periodic structures need the minimum-image
+    convention (an atom and another's periodic image can coincide) and are not checked here."""
+    r = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(r) < 2:
+        return None
+    d2 = np.einsum("ijk,ijk->ij", r[:, None, :] - r[None, :, :], r[:, None, :] - r[None, :, :])
+    close = np.argwhere(np.triu(d2 < tolerance * tolerance, k=1))
+    return (int(close[0, 0]), int(close[0, 1])) if len(close) else None
+
+
+def check_no_coincident_atoms(where: str, positions: np.ndarray) -> None:
+    """Refuse a structure with two atoms at the same position (one line naming the atom indices)."""
+    pair = coincident_atoms(positions)
+    if pair is not None:
+        raise UserInputError(f"{where} has atoms {pair[0]} and {pair[1]} at the same position (closer than "
+                             f"{COINCIDENT_TOLERANCE:g} Å); remove the duplicate atom")
+
+
+def check_unseen_policy(policy: str) -> str:
+    if policy not in UNSEEN_POLICIES:
+        raise UserInputError(f"unseen_elements must be one of {', '.join(UNSEEN_POLICIES)}, got '{policy}'")
+    return policy
+
+
+def check_unseen_elements(where: str, numbers: np.ndarray, elements: Iterable[int] | None, policy: str,
+                          label: str) -> None:
+    """Warn about (or refuse, or allow) elements absent from the model's training data; None = unknown."""
+    if elements is None or policy == "allow":
+        return
+    from ase.data import chemical_symbols
+
+    unseen = sorted({int(z) for z in np.unique(numbers)} - {int(e) for e in elements})
+    if not unseen:
+        return
+    names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unseen)
+    message = f"{where} contains {names}, absent from the training data of {label}: its results are extrapolation"
+    if policy == "refuse":
+        raise UserInputError(f"{message}; use unseen_elements='warn' or 'allow' to run it anyway")
+    warnings.warn(f"{message} (unseen_elements='refuse' makes this an error, 'allow' silences it)",
+                  UnseenElementWarning, stacklevel=4)
+
+
+def check_structures(numbers: Sequence[np.ndarray], positions: Sequence[np.ndarray], max_z: int, label: str,
+                     elements: Iterable[int] | None = None, unseen_elements: str = "warn", source: str = "") -> None:
+    """Predictor's checks on raw arrays of isolated structures (a structure file given to `verify`).
+
+    Structures above the atom profile are not refused here: parity skips and counts them."""
+    elements = None if elements is None else frozenset(int(e) for e in elements)
+    prefix = f"{source}: " if source else ""
+    for k, (z, r) in enumerate(zip(numbers, positions)):
+        z, r = np.asarray(z), np.asarray(r, dtype=np.float64)
+        where = f"{prefix}structure {k} ({formula(z)})" if len(z) else f"{prefix}structure {k}"
+        if len(z) == 0:
+            raise UserInputError(f"{where} has no atoms")
+        if z.min() < 1 or z.max() > max_z:
+            raise UserInputError(f"{where} has atomic number {int(z.max() if z.max() > max_z else z.min())}"
+                                 f" outside 1..{max_z}")
+        if not np.all(np.isfinite(r)):
+            raise UserInputError(f"{where} has NaN or infinite positions")
+        check_no_coincident_atoms(where, r)
+        check_unseen_elements(where, z, elements, unseen_elements, label)
 
 
 class Predictor:
     """Energies and forces of lists of structures; pads, batches and splits at the profile maximum."""
 
-    def __init__(self, runner: Runner, max_batch: int, max_atoms: int, max_z: int, label: str) -> None:
+    def __init__(self, runner: Runner, max_batch: int, max_atoms: int, max_z: int, label: str,
+                 elements: Iterable[int] | None = None, unseen_elements: str = "warn") -> None:
         self.runner = runner
         self.max_batch = max_batch
         self.max_atoms = max_atoms
         self.max_z = max_z
         self.label = label
+        self.elements = None if elements is None else frozenset(int(e) for e in elements)  # None: unknown
+        self.unseen_elements = check_unseen_policy(unseen_elements)
 
     def _check(self, atoms_list: Sequence) -> None:
         for k, atoms in enumerate(atoms_list):
             z = atoms.get_atomic_numbers()
-            where = f"structure {k} ({atoms.get_chemical_formula()})" if len(z) else f"structure {k}"
+            where = f"structure {k} ({formula(z)})" if len(z) else f"structure {k}"
             if len(z) == 0:
                 raise UserInputError(f"{where} has no atoms")
             if len(z) > self.max_atoms:
@@ -36,8 +122,14 @@ class Predictor:
                                      f" outside 1..{self.max_z}")
             if not np.all(np.isfinite(atoms.get_positions())):
                 raise UserInputError(f"{where} has NaN or infinite positions")
+            if not np.any(atoms.get_pbc()):  # periodic structures: minimum-image coincidence, not checked yet
+                check_no_coincident_atoms(where, atoms.get_positions())
+            check_unseen_elements(where, z, self.elements, self.unseen_elements, self.label)
             if np.any(atoms.get_pbc()):
-                raise UserInputError(f"{where} is periodic; this model handles isolated molecules only (pbc=False)")
+                if not self.runner.periodic:
+                    raise UserInputError(f"{where} is periodic but {self.label} was built without PBC support; "
+                                         "use a periodic model (e.g. metals-tiny) or set pbc=False")
+                check_cell(atoms.get_cell().array, atoms.get_pbc(), self.runner.cutoff, where)
 
     def predict(self, atoms_list: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
         """Energies [B] in eV and per-structure forces [n_k, 3] in eV/Angstrom."""
@@ -50,7 +142,11 @@ class Predictor:
             idx = order[start : start + self.max_batch]
             z, r = pad([atoms_list[k].get_atomic_numbers() for k in idx],
                        [atoms_list[k].get_positions() for k in idx])
-            energy, force = self.runner.predict(z, r)
+            periodic = ()
+            if self.runner.periodic:
+                periodic = pad_cells([atoms_list[k].get_cell().array for k in idx],
+                                     [atoms_list[k].get_pbc() for k in idx], len(idx))
+            energy, force = self.runner.predict(z, r, *periodic)
             energy = energy.detach().double().cpu().numpy()
             force = force.detach().double().cpu().numpy()
             for row, k in enumerate(idx):
@@ -59,21 +155,42 @@ class Predictor:
         return energies, forces
 
 
-def load(source: str | os.PathLike, device: str | None = None) -> Predictor:
-    """A predictor for an artifact folder or file, a checkpoint path, or a preset name."""
+def load(source: str | os.PathLike, device: str | None = None, unseen_elements: str = "warn") -> Predictor:
+    """A predictor for an artifact folder or file, a checkpoint path, or a preset name.
+
+    `unseen_elements`: what to do with a structure holding an element absent from the training data —
+    "warn" (UnseenElementWarning, the default), "refuse" (UserInputError) or "allow"."""
+    from .artifacts import recover_if_interrupted
     from .checkpoint import load_checkpoint
     from .pipeline import open_artifact, resolve_settings
     from .targets.eager import EagerRunner
 
+    check_unseen_policy(unseen_elements)
     path = Path(source)
     folder = path.parent if path.is_file() and (path.parent / "manifest.json").is_file() else path
+    recover_if_interrupted(folder)  # a build killed mid-publish: restore the previous artifact
     if folder.is_dir():
         runner, manifest, settings = open_artifact(folder, device)
         return Predictor(runner, settings.batch.max, settings.atoms.max, manifest["model_config"]["max_z"],
-                         f"{manifest['model']}/{manifest['target']}")
+                         f"{manifest['model']}/{manifest['target']}", artifact_elements(folder, manifest),
+                         unseen_elements)
     checkpoint = load_checkpoint(source)
     settings = resolve_settings("eager", device)
     runner = EagerRunner(checkpoint.model, settings.device)
-    return Predictor(runner, settings.batch.max, 10**6, checkpoint.config.max_z, f"{checkpoint.name}/eager")
+    return Predictor(runner, settings.batch.max, 10**6, checkpoint.config.max_z, f"{checkpoint.name}/eager",
+                     checkpoint.elements, unseen_elements)
+
+
+def artifact_elements(folder: Path, manifest: dict) -> list[int] | None:
+    """The training elements an artifact's manifest records; older manifests: from its reference checkpoint."""
+    if "elements" in manifest:
+        return manifest["elements"]
+    from .errors import DeployccError
+    from .pipeline import reference_checkpoint
+
+    try:
+        return reference_checkpoint(folder, manifest).elements
+    except DeployccError:
+        return None  # unknown: no check
 
 

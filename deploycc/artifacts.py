@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .checkpoint import file_sha256
-from .errors import ArtifactError
+from .errors import ArtifactError, StorageError
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
@@ -44,6 +45,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if folder.is_file():
         folder = folder.parent
     path = folder / MANIFEST
+    recover_if_interrupted(folder)
     if not folder.is_dir():
         raise ArtifactError(f"artifact folder {folder} does not exist; build it with `deploycc build`")
     if not path.is_file():
@@ -104,6 +106,47 @@ def recover(final: Path) -> None:
         os.replace(backup, final)
     elif backup.is_dir():
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_if_interrupted(final: Path) -> None:
+    """Opening an artifact whose build was killed between publish's two renames restores the previous one.
+
+    Only when no build holds the folder's lock: a live build is mid-swap and finishes it itself."""
+    final = Path(final)
+    if final.exists() or not (final.parent / f".{final.name}.previous").is_dir():
+        return
+    try:
+        with open(final.parent / f".{final.name}.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ArtifactError(f"{final} is being replaced by a build right now; wait for it to finish") from None
+            try:
+                recover(final)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return  # a read-only place: nothing can be recovered from here
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+@contextmanager
+def storage_errors(final: Path) -> Iterator[None]:
+    """Turn a full or unwritable disk during a build into one line (StorageError) instead of a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or final
+        if exc.errno in _DISK_FULL:
+            raise StorageError(f"no space left on the device while writing {where}: free some space and build "
+                               f"again; the previous artifact in {final} is unchanged") from None
+        if exc.errno in _NOT_WRITABLE:
+            raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): build into a writable folder "
+                               "(--out)") from None
+        raise
 
 
 def publish(staged: Path, final: Path) -> None:

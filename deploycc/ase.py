@@ -14,9 +14,11 @@ class DeployccCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, source: str | os.PathLike | Predictor = "tiny", device: str | None = None, **kwargs) -> None:
+    def __init__(self, source: str | os.PathLike | Predictor = "tiny", device: str | None = None,
+                 unseen_elements: str = "warn", **kwargs) -> None:
+        """`unseen_elements`: "warn" (default), "refuse" or "allow" elements absent from the training data."""
         super().__init__(**kwargs)
-        self.predictor = source if isinstance(source, Predictor) else load(source, device)
+        self.predictor = source if isinstance(source, Predictor) else load(source, device, unseen_elements)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)

@@ -114,6 +114,12 @@ class Workload:
     n_atoms: int  # padded width N
     target_atoms: int
     source: str = ""
+    cells: list[np.ndarray] | None = None  # periodic workloads: cells [3, 3] and pbc flags [3] per structure
+    pbc: list[np.ndarray] | None = None
+
+    @property
+    def periodic(self) -> bool:
+        return self.pbc is not None and bool(np.any(self.pbc))
 
     @property
     def mean_atoms(self) -> float:
@@ -121,35 +127,44 @@ class Workload:
 
     def describe(self) -> dict[str, Any]:
         sizes = [len(z) for z in self.numbers]
-        return {"source": self.source, "target_atoms": self.target_atoms, "structures": len(sizes),
-                "min_atoms": int(min(sizes)), "max_atoms": int(max(sizes)), "mean_atoms": round(self.mean_atoms, 2),
-                "padded_atoms": self.n_atoms}
+        described = {"source": self.source, "target_atoms": self.target_atoms, "structures": len(sizes),
+                     "min_atoms": int(min(sizes)), "max_atoms": int(max(sizes)),
+                     "mean_atoms": round(self.mean_atoms, 2), "padded_atoms": self.n_atoms}
+        if self.periodic:
+            described["periodic"] = int(sum(bool(np.any(p)) for p in self.pbc))
+        return described
 
 
 def make_workload(numbers: Sequence[np.ndarray], positions: Sequence[np.ndarray], atoms: int, window: int = 3,
-                  seed: int = 0, source: str = "") -> Workload:
-    """Pick molecules of about `atoms` atoms (see `select_structures`) in a seeded order."""
+                  seed: int = 0, source: str = "", cells: Sequence[np.ndarray] | None = None,
+                  pbc: Sequence[np.ndarray] | None = None) -> Workload:
+    """Pick structures of about `atoms` atoms (see `select_structures`) in a seeded order."""
     chosen = select_structures([len(z) for z in numbers], atoms, window)
     chosen = np.random.default_rng(seed).permutation(chosen)
     picked_z = [np.asarray(numbers[i], dtype=np.int64) for i in chosen]
     picked_r = [np.asarray(positions[i], dtype=np.float64) for i in chosen]
-    return Workload(picked_z, picked_r, max(len(z) for z in picked_z), int(atoms), source)
+    periodic = pbc is not None and bool(np.any([pbc[i] for i in chosen]))
+    picked_cells = [np.asarray(cells[i], dtype=np.float64) for i in chosen] if periodic else None
+    picked_pbc = [np.asarray(pbc[i], dtype=bool) for i in chosen] if periodic else None
+    return Workload(picked_z, picked_r, max(len(z) for z in picked_z), int(atoms), source, picked_cells, picked_pbc)
 
 
-def load_workload(atoms: int, path: Path | None = None, seed: int = 0) -> Workload:
-    """A workload from a structure file (default: the calibration molecules)."""
+def load_workload(atoms: int, path: Path | None = None, seed: int = 0, periodic: bool = False) -> Workload:
+    """A workload from a structure file (default: the calibration molecules, or metals when `periodic`)."""
     from .data.schema import read_structures
     from .paths import default_calib_file
 
-    path = Path(path) if path else default_calib_file()
+    path = Path(path) if path else default_calib_file(periodic)
     data = read_structures(path)
-    return make_workload(data.numbers, data.positions, atoms, seed=seed, source=str(path))
+    return make_workload(data.numbers, data.positions, atoms, seed=seed, source=str(path), cells=data.cells,
+                         pbc=data.pbc)
 
 
 class InputPool:
     """Distinct padded batches, handed out in rotation: consecutive calls never get the same input."""
 
-    def __init__(self, entries: list[tuple[torch.Tensor, torch.Tensor]], atoms_per_structure: float) -> None:
+    def __init__(self, entries: list[tuple[torch.Tensor, ...]], atoms_per_structure: float) -> None:
+        """entries: (numbers, positions) or, for periodic workloads, (numbers, positions, cell, pbc)."""
         if len(entries) < 2:
             raise ValueError("an input pool needs at least two entries")
         self.entries = entries
@@ -163,17 +178,17 @@ class InputPool:
     def batch_size(self) -> int:
         return int(self.entries[0][0].shape[0])
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, ...]:
         entry = self.entries[self._next]
         self._next = (self._next + 1) % len(self.entries)
         return entry
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         while True:
             yield self.next()
 
     def to(self, device: str) -> "InputPool":
-        moved = [(z.to(device), r.to(device)) for z, r in self.entries]
+        moved = [tuple(t.to(device) for t in entry) for entry in self.entries]
         return InputPool(moved, self.atoms_per_structure)
 
 
@@ -183,6 +198,7 @@ def make_pool(workload: Workload, batch_size: int, copies: int = 8, sigma: float
     rattled independently (Gaussian, `sigma` Å) and padded to the workload's width; copy k starts k batches
     further along the cycle, so small batches also vary the molecules."""
     from .batching import pad
+    from .periodic import pad_cells
 
     if batch_size < 1:
         raise UserInputError(f"batch size must be positive, got {batch_size}")
@@ -195,7 +211,10 @@ def make_pool(workload: Workload, batch_size: int, copies: int = 8, sigma: float
         numbers = [workload.numbers[i] for i in picks]
         positions = [workload.positions[i] + rng.normal(0.0, sigma, size=workload.positions[i].shape)
                      for i in picks]
-        entries.append(pad(numbers, positions, workload.n_atoms))
+        entry = pad(numbers, positions, workload.n_atoms)
+        if workload.periodic:
+            entry = (*entry, *pad_cells([workload.cells[i] for i in picks], [workload.pbc[i] for i in picks], len(picks)))
+        entries.append(entry)
         atoms.extend(len(z) for z in numbers)
     return InputPool(entries, float(np.mean(atoms)))
 
@@ -311,17 +330,17 @@ def modes_for(device: str) -> tuple[str, ...]:
     return ("device", "host") if device.startswith("cuda") else ("host",)
 
 
-def _caller(runner, mode: str, cuda: bool) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+def _caller(runner, mode: str, cuda: bool) -> Callable[..., Any]:
     if mode == "host" and cuda:
-        def call(numbers, positions):
-            energy, forces = runner.predict(numbers, positions)
+        def call(*inputs):
+            energy, forces = runner.predict(*inputs)
             out = energy.cpu(), forces.cpu()
             runner.synchronize()
             return out
         return call
     if cuda:
-        def call_synced(numbers, positions):
-            out = runner.predict(numbers, positions)
+        def call_synced(*inputs):
+            out = runner.predict(*inputs)
             runner.synchronize()
             return out
         return call_synced
@@ -336,9 +355,9 @@ def time_calls(call: Callable, pool: InputPool, warmup: int, min_iters: int, min
     clock = time.perf_counter
     started = clock()
     while len(times) < max(1, min_iters) or clock() - started < min_seconds:
-        numbers, positions = pool.next()
+        inputs = pool.next()
         t0 = clock()
-        call(numbers, positions)
+        call(*inputs)
         times.append(clock() - t0)
     return times
 
@@ -348,9 +367,9 @@ def time_enqueue(runner, pool: InputPool, iterations: int) -> list[float]:
     times: list[float] = []
     clock = time.perf_counter
     for _ in range(max(1, iterations)):
-        numbers, positions = pool.next()
+        inputs = pool.next()
         t0 = clock()
-        runner.predict(numbers, positions)
+        runner.predict(*inputs)
         times.append(clock() - t0)
         runner.synchronize()
     return times
@@ -511,7 +530,10 @@ class BenchResult:
                 "summary": [s.to_dict() for s in self.summaries], "notices": list(self.notices)}
 
     def write_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        """Write the result as JSON atomically (temporary file, then rename)."""
+        from .artifacts import write_json
+
+        write_json(Path(path), self.to_dict())
 
     @property
     def warnings(self) -> list[str]:
@@ -670,7 +692,10 @@ def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> Be
 
     config.validate()
     names, skip_unavailable = resolve_targets(config.targets)
-    workload = load_workload(config.atoms, config.structures, config.seed)  # fail early on a bad file
+    from .checkpoint import load_checkpoint
+
+    periodic = load_checkpoint(config.model).config.periodic
+    workload = load_workload(config.atoms, config.structures, config.seed, periodic)  # fail early on a bad file
     notices: list[str] = []
     built = []
     for name in names:
@@ -687,6 +712,7 @@ def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> Be
     model_name = built[0].model if built else None
     header = make_header(config, model_name, workload)
     header["artifacts"] = {r.target: str(r.folder) for r in built}
+    header["checkpoint_sha256"] = {r.target: r.manifest.get("checkpoint", {}).get("sha256") for r in built}
     records: list[BenchRecord] = []
     for result in built:
         on_event(f"{result.target}: starting worker")
@@ -696,7 +722,26 @@ def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> Be
         header.setdefault("workers", {})[result.target] = payload.get("info", {})
         if header["gpu"] is None and payload.get("info", {}).get("gpu"):
             header["gpu"] = payload["info"]["gpu"]
-    return BenchResult(header, records, summarize_targets(records), notices)
+    result = BenchResult(header, records, summarize_targets(records), notices)
+    if records:
+        save_latest(result, config.out)
+    return result
+
+
+def latest_path(root: Path | None, model: str, device: str) -> Path:
+    """Where the latest bench of `model` on `device` is kept: <root>/<model>/bench/latest-<device>.json."""
+    from .paths import artifacts_root
+
+    safe_device = re.sub(r"[^A-Za-z0-9_.-]", "-", device)
+    return Path(root or artifacts_root()) / model / "bench" / f"latest-{safe_device}.json"
+
+
+def save_latest(result: BenchResult, root: Path | None) -> Path:
+    """Keep `result` as the latest bench of its model and device (atomic replace); returns the path."""
+    path = latest_path(root, str(result.header["model"]), str(result.header["device"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.write_json(path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- reports

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.artifact)
     try:
         runner, manifest, settings = open_runner(folder, args.device, args.threads)
-        workload = load_workload(args.atoms, Path(args.structures) if args.structures else None, args.seed)
+        workload = load_workload(args.atoms, Path(args.structures) if args.structures else None, args.seed,
+                                 bool(manifest["model_config"].get("periodic")))
     except DeployccError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

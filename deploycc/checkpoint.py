@@ -35,6 +35,15 @@ class Checkpoint:
     def config(self) -> ModelConfig:
         return self.model.config
 
+    @property
+    def elements(self) -> list[int] | None:
+        """Atomic numbers the training set held: `metadata["elements"]` (saved by `deploycc train`), else the
+        nonzero per-element reference energies (least squares leaves absent elements at 0); None = unknown."""
+        if self.metadata.get("elements"):
+            return sorted(int(z) for z in self.metadata["elements"])
+        present = torch.nonzero(self.model.element_ref[1:]).flatten() + 1
+        return [int(z) for z in present] or None
+
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -68,6 +68,36 @@ def data_generate(
     _print_label_report(report, out, data)
 
 
+@data_app.command("metals")
+def data_metals(
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    teacher: str = typer.Option("emt", help="teacher: emt (offline, fast), chgnet, or module:factory"),
+    bulk: int = typer.Option(3, help="bulk cells per element (fcc, bcc, hcp in turn)"),
+    alloys: int = typer.Option(20, help="random binary fcc alloys"),
+    vacancies: int = typer.Option(10, help="fcc cells with 1-3 vacancies"),
+    slabs: int = typer.Option(12, help="fcc(111)/(100)/(110) slabs with vacuum (pbc in-plane)"),
+    clusters: int = typer.Option(6, help="non-periodic nanoparticles"),
+    rattles: int = typer.Option(6, help="rattled frames per system"),
+    md_frames: int = typer.Option(14, help="teacher-MD frames per system (300-1500 K)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Periodic metals (Al Cu Ag Au Ni Pd Pt: bulk, alloys, strain, vacancies, slabs, MD), 32-200 atoms."""
+    from .data.metals import MetalsSettings, generate_metals, systems
+    from .data.schema import write_h5
+    from .data.teachers import get_teacher
+
+    chosen = get_teacher(teacher)
+    chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
+    settings = MetalsSettings(bulk=bulk, alloys=alloys, vacancies=vacancies, slabs=slabs, clusters=clusters,
+                              rattles=rattles, md_frames=md_frames, seed=seed)
+    total = sum(1 for _ in systems(settings))
+    with _progress() as progress:
+        task = progress.add_task(f"labelling with {chosen.name}", total=total)
+        data, report = generate_metals(chosen, settings, on_system=lambda name: progress.advance(task))
+    write_h5(data, out)
+    _print_label_report(report, out, data)
+
+
 @data_app.command("import")
 def data_import(
     source: Path = typer.Argument(..., help="any ASE-readable labelled file (extxyz, ASE database, ...)"),
@@ -92,7 +122,7 @@ def data_import(
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., help="HDF5 dataset with train/val/test splits"),
-    model: str = typer.Option("tiny", help="architecture preset: original, tiny, ultra-tiny"),
+    model: str = typer.Option("tiny", help="architecture preset: original, tiny, ultra-tiny, metals-tiny (periodic)"),
     out: Path = typer.Option(..., help="checkpoint to write"),
     epochs: int = typer.Option(200),
     batch_size: int = typer.Option(16),
@@ -177,7 +207,7 @@ def build_cmd(
     force: bool = typer.Option(False, help="rebuild even when the cache is valid"),
 ) -> None:
     """Export MODEL for each target, reload it, check parity against eager, write artifact + manifest."""
-    from .errors import MissingDependencyError, ParityError
+    from .errors import MissingDependencyError, ParityError, UnsupportedModelError
     from .pipeline import build
 
     names = _target_names(target)
@@ -187,10 +217,15 @@ def build_cmd(
             try:
                 result = build(model, name, out, device, force, calib,
                                stage=lambda s, n=name: status.update(f"[bold]{n}[/bold]: {s}"))
-            except MissingDependencyError as exc:
+            except KeyboardInterrupt:
+                status.stop()
+                errors.print(f"error: interrupted while building {name}; the previous artifact (if any) is unchanged",
+                             markup=False, soft_wrap=True)
+                raise typer.Exit(130) from None
+            except (MissingDependencyError, UnsupportedModelError) as exc:
                 if target != "all":
                     raise
-                console.print(f"[yellow]skipped[/yellow] {name}: {exc}")
+                console.print(f"[yellow]skipped[/yellow] {name}: {escape(str(exc))}")
                 continue
             except ParityError as exc:
                 print_parity(exc.report.to_dict(), f"{name} parity")
@@ -223,13 +258,23 @@ def verify_cmd(
     data: Optional[Path] = typer.Option(None, help="HDF5 / extxyz / ASE-readable file (default calib/)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the JSON report here"),
     device: Optional[str] = typer.Option(None, help="run the artifact on this device"),
+    unseen_elements: str = typer.Option("warn", help="elements absent from the training data: warn, refuse, allow"),
 ) -> None:
     """Parity of a built artifact against eager (from its manifest's checkpoint); exit 1 on failure."""
     import json
+    import warnings
 
+    from .errors import UnseenElementWarning
     from .verify import verify
 
-    report = verify(artifact, data, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenElementWarning)
+        report = verify(artifact, data, device, unseen_elements)
+    for warning in caught:
+        if issubclass(warning.category, UnseenElementWarning):
+            errors.print(f"warning: {warning.message}", markup=False, soft_wrap=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     print_parity(report["parity"], f"{report['target']} parity vs eager")
     for who, metrics in report.get("vs_labels", {}).items():
         console.print(f"  vs labels ({who}): energy MAE {1000 * metrics['energy_mae_per_atom']:.2f} meV/atom, "
@@ -242,12 +287,95 @@ def verify_cmd(
     console.print("[green]verified[/green]")
 
 
+@app.command("md")
+def md_cmd(
+    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    structure: Path = typer.Option(..., help="any ASE-readable structure file (its last frame)"),
+    temperature: float = typer.Option(300.0, help="target temperature (K)"),
+    timestep_fs: float = typer.Option(0.5, help="time step (fs)"),
+    ps: float = typer.Option(10.0, help="NVE length (ps)"),
+    steps: Optional[int] = typer.Option(None, help="NVE length in steps (overrides --ps)"),
+    equilibrate_ps: float = typer.Option(1.0, help="Langevin equilibration before NVE (ps)"),
+    relax_fmax: float = typer.Option(0.05, help="BFGS relaxation to this max force (eV/Å)"),
+    relax_steps: int = typer.Option(500, help="at most this many relaxation steps"),
+    friction: float = typer.Option(0.01, help="Langevin friction (1/fs)"),
+    seed: int = typer.Option(0, help="seed of the initial velocities and the thermostat"),
+    log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames"),
+    compare: Optional[str] = typer.Option(None, help="'eager' (the artifact's checkpoint) or another model: "
+                                                     "rerun NVE from the same start, report divergence"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default artifacts/md/<structure>-<model>)"),
+    max_drift: float = typer.Option(1.0, help="check: |energy drift| at most this (meV/atom/ps)"),
+    max_temperature_error: float = typer.Option(0.30, help="check: mean NVE T within this fraction of target"),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="exit 1 when a check fails"),
+) -> None:
+    """Relax, Langevin-equilibrate, then NVE MD through ASE: energy drift, temperature, ms/step; exit 1 on a
+    failed check."""
+    from .api import load
+    from .errors import UserInputError
+    from .md import MdSettings, eager_reference, read_structure, run_md, write_outputs
+    from .paths import artifacts_root
+
+    if not timestep_fs > 0 or not ps > 0 or not equilibrate_ps >= 0:
+        raise UserInputError(f"--timestep-fs and --ps must be positive and --equilibrate-ps not negative, got "
+                             f"{timestep_fs:g}, {ps:g}, {equilibrate_ps:g}")
+    atoms = read_structure(structure)
+    settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
+                          nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
+                          equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,
+                          relax_steps=relax_steps, log_interval=log_interval)
+    settings.check()
+    predictor = load(artifact)
+    other = None if compare is None else eager_reference(artifact) if compare == "eager" else load(compare)
+    out = out or artifacts_root() / "md" / f"{structure.stem}-{predictor.label.replace('/', '-')}"
+    with console.status("[bold]md[/bold]: relaxing") as status:
+        result = run_md(predictor, atoms, settings, compare=other, out=out,
+                        on_progress=lambda phase, done, total: status.update(
+                            f"[bold]md[/bold] {escape(phase)}: step {done}/{total}"))
+    thresholds = {"max_drift": max_drift, "max_temperature_error": max_temperature_error}
+    write_outputs(result, out, **thresholds)
+    failed = _print_md(result, thresholds)
+    for name, path in result.files.items():
+        console.print(f"wrote {path} ({name})", markup=False, soft_wrap=True)
+    if failed and gate:
+        errors.print(f"error: {result.run.label} failed {', '.join(failed)} in NVE MD", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _print_md(result, thresholds: dict) -> list[str]:
+    """The per-run table, the divergence line and one ✓/✗ line per check; returns the failed checks."""
+    r, s = result.relax, result.settings
+    console.print(f"[bold]{result.formula}[/bold] ({result.n_atoms} atoms, {result.dof} dof): relaxed in "
+                  f"{r['steps']} BFGS steps to fmax {r['fmax']:.3f} eV/Å{'' if r['converged'] else ' (not converged)'}"
+                  f"; {s.equilibrate_steps} Langevin steps at {s.temperature:g} K; NVE {s.timestep_fs:g} fs")
+    table = Table(title="deploycc md: NVE (velocity Verlet)")
+    for col in ("model", "steps", "ps", "drift (meV/atom/ps)", "fluct. (meV/atom)", "mean T (K)", "max T (K)",
+                "ms/step"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for st in filter(None, (result.stats, result.compare_stats)):
+        table.add_row(escape(st.label), str(st.steps), f"{st.steps * s.timestep_fs / 1000:g}",
+                      f"{st.drift_mev_atom_ps:+.3f}", f"{st.fluctuation_mev_atom:.3f}", f"{st.mean_temperature:.0f}",
+                      f"{st.max_temperature:.0f}", f"{st.ms_per_step:.2f}")
+    console.print(table)
+    d = result.divergence
+    if d is not None:
+        console.print(f"divergence vs {escape(result.compare.label)}: RMSD max {d.max_rmsd:.3g} Å, final "
+                      f"{d.final_rmsd:.3g} Å; |ΔE_pot| max {d.max_potential_diff_mev_atom:.3g} meV/atom, final "
+                      f"{d.final_potential_diff_mev_atom:.3g} meV/atom; RMSD > 0.1 Å "
+                      + ("never" if d.ps_to_0p1_angstrom is None else f"from {d.ps_to_0p1_angstrom:g} ps"))
+    checks = result.checks(**thresholds)
+    for check in checks:
+        console.print(f"  {'[green]✓[/green]' if check.passed else '[red]✗[/red]'} {check.name:<12} {check.text}")
+    return [check.name for check in checks if not check.passed]
+
+
 @app.command("bench")
 def bench_cmd(
     model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny) or checkpoint path"),
     target: str = typer.Option("all", help="target name, comma-separated names, or 'all' (skips unavailable)"),
     batch_sizes: str = typer.Option("1,2,4,8,16,32,64,128,256", help="comma-separated batch sizes"),
-    atoms: int = typer.Option(25, help="molecules of about this many atoms (calib structures within ±3)"),
+    atoms: int = typer.Option(25, help="structures of about this many atoms (workload structures within ±3)"),
+    structures: Optional[Path] = typer.Option(None, help="workload file (default calib/molecules.h5; "
+                                              "calib/metals.h5 for periodic models)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     threads: int = typer.Option(2, help="CPU threads per target (torch, ONNX Runtime, OMP/MKL)"),
     out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
@@ -259,7 +387,7 @@ def bench_cmd(
     warmup: int = typer.Option(10, help="untimed calls before timing each batch size"),
 ) -> None:
     """Latency, throughput and peak memory per target and batch size, each target in its own process."""
-    from .bench import BenchConfig, header_lines, plot as plot_bench, run_bench, table_rows, to_markdown
+    from .bench import BenchConfig, header_lines, latest_path, plot as plot_bench, run_bench, table_rows, to_markdown
     from .errors import UserInputError
 
     try:
@@ -267,6 +395,7 @@ def bench_cmd(
     except ValueError:
         raise UserInputError(f"--batch-sizes must be comma-separated integers, got '{batch_sizes}'") from None
     config = BenchConfig(model=model, targets=target, batch_sizes=sizes, atoms=atoms, device=device,
+                         structures=structures,
                          threads=threads, out=out, min_iters=min_iters, min_seconds=min_seconds, warmup=warmup)
     with console.status("[bold]bench[/bold]: starting") as status:
         result = run_bench(config, on_event=lambda message: status.update(f"[bold]bench[/bold] {message}"))
@@ -297,6 +426,52 @@ def bench_cmd(
     if plot is not None:
         plot_bench(result, plot)
         console.print(f"wrote {plot}")
+    if result.records:
+        console.print(f"saved {latest_path(out, str(result.header['model']), device)} (read by `deploycc select`)",
+                      markup=False, soft_wrap=True)
+
+
+@app.command("select")
+def select_cmd(
+    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny) or checkpoint path"),
+    batch_size: int = typer.Option(..., help="structures per call"),
+    atoms: Optional[int] = typer.Option(None, help="atoms per structure (default: the bench's workload)"),
+    device: str = typer.Option("cpu", help="cpu or cuda: whose latest bench to read"),
+    mode: str = typer.Option("host", help="host (CPU tensors in and out) or device (cuda only)"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the selection as JSON here"),
+) -> None:
+    """The fastest built artifact that passed parity at this batch size, from the latest bench."""
+    from .select import NothingEligibleError, select_backend
+
+    try:
+        selection = select_backend(model, batch_size, atoms, device, out, mode)
+    except NothingEligibleError as exc:
+        _print_selection(exc.selection)
+        raise
+    _print_selection(selection)
+    console.print(f"selected: {selection.chosen.target} — {selection.row()}", markup=False, soft_wrap=True)
+    if json_out is not None:
+        from .artifacts import write_json
+
+        write_json(json_out, selection.to_dict())
+        console.print(f"wrote {json_out}")
+
+
+def _print_selection(selection) -> None:
+    from .select import candidate_rows
+
+    for note in selection.notes:
+        console.print(note, markup=False, soft_wrap=True)
+    metric = "median latency" if selection.metric == "median_ms" else "throughput (structures/s)"
+    columns, rows = candidate_rows(selection)
+    table = Table(title=f"deploycc select: {selection.model}, batch {selection.batch_size}, "
+                        f"{selection.atoms:g} atoms, {selection.device} ({selection.mode}); ranked by {metric}")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("target", "verdict") else "right")
+    for row in rows:
+        table.add_row(*[escape(cell) for cell in row])
+    _print_wide(table, 160)
 
 
 def _print_wide(renderable, width: int) -> None:

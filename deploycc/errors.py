@@ -1,7 +1,8 @@
 """User-facing errors: the CLI turns each into one line and an exit code; bugs keep their tracebacks.
 
 Exit codes: 1 parity failure, 2 missing dependency or device (e.g. TensorRT, a GPU), 65 bad input
-(arguments, files, structures; EX_DATAERR).  Anything else non-zero is a bug and prints a traceback.
+(arguments, files, structures; EX_DATAERR), 74 disk full or not writable (EX_IOERR), 130 interrupted (Ctrl-C).
+Anything else non-zero is a bug and prints a traceback.  docs/bad-inputs.md tables every bad input.
 """
 
 from __future__ import annotations
@@ -41,3 +42,17 @@ class CheckpointError(UserInputError):
 
 class ArtifactError(UserInputError):
     """An artifact folder is missing, incomplete, tampered with or incompatible."""
+
+
+class StorageError(DeployccError):
+    """The disk is full or not writable while writing an artifact (EX_IOERR); the previous artifact is kept."""
+
+    exit_code = 74
+
+
+class UnseenElementWarning(UserWarning):
+    """A structure holds an element absent from the model's training data: its predictions are extrapolation."""
+
+
+class UnsupportedModelError(UserInputError):
+    """A target cannot export this kind of model (e.g. a periodic model for a molecules-only target)."""

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from .batching import pad
+from .periodic import pad_cells
 from .targets.settings import Tolerances
 
-Predict = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (numbers, positions, cell, pbc) -> (energy, forces); cell and pbc are None for molecules
+Predict = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -62,12 +64,15 @@ def parity_batches(sizes: Sequence[int], batch_size: int, max_atoms: int, seed: 
     return batches
 
 
-def _collect(reference: Predict, candidate: Predict, numbers, positions, batches) -> _Collected:
+def _collect(reference: Predict, candidate: Predict, numbers, positions, batches, cells=None, pbc=None
+             ) -> _Collected:
     out = _Collected()
+    periodic = pbc is not None and bool(np.any(pbc))
     for idx in batches:
         z, r = pad([numbers[k] for k in idx], [positions[k] for k in idx])
-        e_ref, f_ref = (t.detach().float().cpu().numpy() for t in reference(z, r))
-        e_out, f_out = (t.detach().float().cpu().numpy() for t in candidate(z, r))
+        extra = pad_cells([cells[k] for k in idx], [pbc[k] for k in idx], len(idx)) if periodic else ()
+        e_ref, f_ref = (t.detach().float().cpu().numpy() for t in reference(z, r, *extra))
+        e_out, f_out = (t.detach().float().cpu().numpy() for t in candidate(z, r, *extra))
         out.batches += 1
         for row, k in enumerate(idx):
             n = len(numbers[k])
@@ -124,11 +129,14 @@ def check_parity(
     tolerances: Tolerances,
     batch_size: int = 16,
     max_atoms: int = 10**9,
+    cells: Sequence[np.ndarray] | None = None,
+    pbc: Sequence[np.ndarray] | None = None,
 ) -> ParityReport:
-    """Compare `candidate` with `reference` on single and padded batches of the given structures."""
+    """Compare `candidate` with `reference` on single and padded batches of the given structures
+    (periodic ones too, when `cells` and `pbc` are given)."""
     sizes = [len(z) for z in numbers]
     batches = parity_batches(sizes, batch_size, max_atoms)
-    collected = _collect(reference, candidate, numbers, positions, batches)
+    collected = _collect(reference, candidate, numbers, positions, batches, cells, pbc)
     checks = [_energy_check(collected, tolerances), _forces_check(collected, tolerances),
               _padding_check(collected, tolerances)]
     return ParityReport(

@@ -24,8 +24,9 @@ def calib_dir() -> Path:
     return project_root() / "calib"
 
 
-def default_calib_file() -> Path:
-    return calib_dir() / "molecules.h5"
+def default_calib_file(periodic: bool = False) -> Path:
+    """Parity structures: molecules, or (for periodic models) metal cells, slabs and clusters."""
+    return calib_dir() / ("metals.h5" if periodic else "molecules.h5")
 
 
 def presets_dir() -> Path:

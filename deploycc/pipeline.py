@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import (MANIFEST, MANIFEST_VERSION, PARITY, REFERENCE, artifact_dir, build_lock,
-                        clean_stale_staging, publish, read_manifest, recover, staging_dir, verify_hashes, write_json)
+                        clean_stale_staging, publish, read_manifest, recover, staging_dir, storage_errors,
+                        verify_hashes, write_json)
 from .checkpoint import Checkpoint, file_sha256, load_checkpoint
 from .data.schema import Structures, read_structures
-from .errors import ArtifactError, MissingDependencyError, ParityError
+from .errors import ArtifactError, MissingDependencyError, ParityError, UnsupportedModelError
 from .parity import ParityReport, check_parity
 from .paths import artifacts_root, default_calib_file
-from .targets.base import Runner, get_target, open_runner
+from .targets.base import Runner, get_target, open_runner, registered
 from .targets.eager import EagerRunner
 from .targets.settings import TargetSettings, load_settings
 from .versions import library_versions
@@ -69,7 +70,8 @@ def resolve_settings(target_name: str, device: str | None) -> TargetSettings:
 def run_parity(reference: Checkpoint, runner: Runner, settings: TargetSettings, data: Structures) -> ParityReport:
     eager = EagerRunner(copy.deepcopy(reference.model), "cpu")
     return check_parity(eager.predict, runner.predict, data.numbers, data.positions, settings.tolerances,
-                        batch_size=min(16, settings.batch.max), max_atoms=settings.atoms.max)
+                        batch_size=min(16, settings.batch.max), max_atoms=settings.atoms.max, cells=data.cells,
+                        pbc=data.pbc)
 
 
 def build(
@@ -89,12 +91,15 @@ def build(
     if reason is not None:
         raise MissingDependencyError(f"target '{target_name}' cannot build here: {reason}")
     checkpoint = load_checkpoint(source)
-    calib_path = Path(calib) if calib else default_calib_file()
+    if checkpoint.config.periodic and not target.periodic:
+        raise UnsupportedModelError(f"target '{target_name}' does not take periodic inputs yet; periodic models "
+                                    f"build for: {', '.join(n for n, t in registered().items() if t.periodic)}")
+    calib_path = Path(calib) if calib else default_calib_file(checkpoint.config.periodic)
     data = calibration_structures(calib_path)
     final = artifact_dir(out_root or artifacts_root(), checkpoint.name, target_name)
     versions = library_versions()
     key = _cache_key(checkpoint.sha256, settings, versions, file_sha256(calib_path))
-    with build_lock(final):
+    with storage_errors(final), build_lock(final):
         recover(final)
         clean_stale_staging(final)
         cached = None if force else _cached(final, key)
@@ -134,6 +139,7 @@ def _build_into(staged: Path, target, settings: TargetSettings, checkpoint: Chec
         "checkpoint": {"path": str(checkpoint.path), "sha256": checkpoint.sha256, "copy": REFERENCE},
         "model_config": checkpoint.config.to_dict(),
         "checkpoint_metadata": {k: checkpoint.metadata.get(k) for k in ("teacher", "epochs", "test_metrics")},
+        "elements": checkpoint.elements,  # training elements (None = unknown), for unseen-element checks
         "target": target.name,
         "settings": settings.to_dict(),
         "device": settings.device,

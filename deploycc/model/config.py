@@ -17,6 +17,7 @@ class ModelConfig:
     num_rbf: int = 12
     cutoff: float = 5.0
     max_z: int = 100
+    periodic: bool = False  # takes cell, pbc and lattice shifts (deploycc/periodic.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,6 +33,7 @@ PRESET_CONFIGS: dict[str, ModelConfig] = {
     "original": ModelConfig(hidden_dim=128, num_interactions=3, num_rbf=20),
     "tiny": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12),
     "ultra-tiny": ModelConfig(hidden_dim=32, num_interactions=2, num_rbf=10),
+    "metals-tiny": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12, periodic=True),
 }
 
 

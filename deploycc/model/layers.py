@@ -9,6 +9,8 @@ PaiNN's continuous filter is W_ij = A (rbf(d_ij) * fcut(d_ij)), linear without b
 multiplies the filter output exactly while costing K instead of 3F multiplications per pair.
 The vector message sum_j W_ij phi_j u_ij uses u_ij = (r_j - r_i) / d_ij, i.e.
 sum_j (W_ij / d_ij) phi_j r_j - r_i sum_j (W_ij / d_ij) phi_j, on positions centred per structure.
+Periodic models sum each pair over its lattice images s; the filter being linear, the geometry hands over
+G_ij = sum_s basis_ijs and H_ij = sum_s basis_ijs u_ijs (per x/y/z), and the vector message is A H_ij.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def neighbour_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 class Message(nn.Module):
     """Continuous-filter message from neighbours j to atom i."""
 
-    def __init__(self, hidden: int, num_rbf: int) -> None:
+    def __init__(self, hidden: int, num_rbf: int, periodic: bool = False) -> None:
         super().__init__()
         self.hidden = hidden
+        self.periodic = periodic
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
 
@@ -72,6 +75,7 @@ class Message(nn.Module):
         centred: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3].
+        Periodic: basis_over_dist is instead the image-summed direction basis H [K, B*N*3*N].
 
         The pair work runs in the dtype of `basis` (float16 in the mixed-precision model); per-atom inputs
         are cast to it and the neighbour sums cast back to the dtype of `s` (no-ops in float32)."""
@@ -82,7 +86,10 @@ class Message(nn.Module):
         # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
         w_s = torch.matmul(weight[:f], basis).reshape(f * b, n, n)
         w_vv = torch.matmul(weight[f : 2 * f], basis).reshape(f * b, n, n)
-        w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n, n)
+        if self.periodic:
+            w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n * 3, n)
+        else:
+            w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n, n)
 
         phi = self.phi(s).permute(2, 0, 1).to(pair)  # [3F, B, N]
         p_s, p_vv, p_vs = torch.split(phi, f, dim=0)
@@ -91,10 +98,13 @@ class Message(nn.Module):
 
         ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n).to(s.dtype)
         dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3)).to(s.dtype)
-        rhs = torch.cat([p_vs.unsqueeze(-1) * r, p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
-        radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4).to(s.dtype)
-        r_atom = centred.unsqueeze(0).to(s.dtype)
-        dvs = radial[..., :3] - r_atom * radial[..., 3:]
+        if self.periodic:
+            dvs = neighbour_sum(w_vs, p_vs.reshape(f * b, n, 1)).reshape(f, b, n, 3).to(s.dtype)
+        else:
+            rhs = torch.cat([p_vs.unsqueeze(-1) * r, p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
+            radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4).to(s.dtype)
+            r_atom = centred.unsqueeze(0).to(s.dtype)
+            dvs = radial[..., :3] - r_atom * radial[..., 3:]
 
         s = s + ds.permute(1, 2, 0)
         v = v + (dvv.reshape(f, b, n, 3) + dvs).permute(1, 2, 3, 0)

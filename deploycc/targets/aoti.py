@@ -29,7 +29,8 @@ class AotiRunner(Runner):
         self.package = package
         self.device = device
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         energy, forces = self.package(numbers.to(self.device), positions.to(self.device, torch.float32))
         return energy, forces
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import UserInputError
 from ..model import StudentModel
+from ..periodic import has_periodic, periodic_inputs
 from .settings import TargetSettings
 
 
@@ -27,13 +28,30 @@ class Exported:
 
 
 class Runner(ABC):
-    """A loaded artifact that maps a padded batch to (energy [B], forces [B, N, 3])."""
+    """A loaded artifact that maps a padded batch to (energy [B], forces [B, N, 3]).
+
+    Subclasses implement `run`; `predict` adds the periodic inputs (cell, pbc, lattice shifts) for
+    artifacts of periodic models and refuses periodic structures for the others."""
 
     device: str = "cpu"
+    periodic: bool = False  # the artifact takes (numbers, positions, cell, pbc, shifts)
+    cutoff: float = 0.0
+
+    def predict(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
+                pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs on any device (int64 [B, N], float32 [B, N, 3], optional cells [B, 3, 3] and pbc
+        flags [B, 3]); outputs on the runner's device."""
+        if self.periodic:
+            return self.run(*periodic_inputs(numbers, positions, cell, pbc, self.cutoff))
+        if has_periodic(pbc):
+            raise UserInputError("periodic structures given to an artifact built without PBC support; "
+                                 "train a periodic model (e.g. --model metals-tiny) or set pbc=False")
+        return self.run(numbers, positions)
 
     @abstractmethod
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs on any device (int64 [B, N], float32 [B, N, 3]); outputs on the runner's device."""
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The artifact's own call; `periodic` is (cell, pbc, shifts) for periodic artifacts, else empty."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
@@ -51,13 +69,21 @@ class ChunkedRunner(Runner):
         self.inner = inner
         self.chunk = chunk
         self.device = inner.device
+        self.periodic = inner.periodic
+        self.cutoff = inner.cutoff
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
+                pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if numbers.shape[0] <= self.chunk:
-            return self.inner.predict(numbers, positions)
-        parts = [self.inner.predict(numbers[k : k + self.chunk], positions[k : k + self.chunk])
-                 for k in range(0, numbers.shape[0], self.chunk)]
+            return self.inner.predict(numbers, positions, cell, pbc)
+        part = lambda x, k: None if x is None else x[k : k + self.chunk]  # noqa: E731
+        parts = [self.inner.predict(numbers[k : k + self.chunk], positions[k : k + self.chunk], part(cell, k),
+                                    part(pbc, k)) for k in range(0, numbers.shape[0], self.chunk)]
         return torch.cat([e for e, _ in parts]), torch.cat([f for _, f in parts])
+
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.run(numbers, positions, *periodic)
 
     def synchronize(self) -> None:
         self.inner.synchronize()
@@ -70,6 +96,7 @@ class Target(ABC):
     artifact_file: str = ""
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
+    periodic: bool = False  # exports periodic models (cell, pbc and lattice-shift inputs)
 
     def availability(self, settings: TargetSettings) -> str | None:
         """None when this target can build and run here with these settings, else the reason it cannot."""

@@ -120,7 +120,8 @@ class CudaGraphRunner(Runner):
         captured.graph.replay()
         return captured.energy[:b].clone(), captured.forces[:b, :n].clone()
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         b, n = numbers.shape
         if n > self.atoms_max:
             raise UserInputError(f"{n} atoms per structure exceeds the {self.label} profile maximum of "

@@ -16,9 +16,13 @@ class EagerRunner(Runner):
     def __init__(self, model: StudentModel, device: str) -> None:
         self.model = model.to(device).eval()
         self.device = device
+        self.periodic = model.periodic
+        self.cutoff = model.cutoff
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return energy_and_forces(self.model, numbers.to(self.device), positions.to(self.device))
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        periodic = tuple(x.to(self.device) for x in periodic)
+        return energy_and_forces(self.model, numbers.to(self.device), positions.to(self.device), *periodic)
 
 
 class EagerTarget(Target):
@@ -26,6 +30,7 @@ class EagerTarget(Target):
     artifact_file = "model.pt"
     description = "PyTorch eager (the reference), autograd forces"
     devices = ("cpu", "cuda")
+    periodic = True
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file

@@ -10,7 +10,7 @@ import torch
 from ..errors import MissingDependencyError
 from ..model import StudentModel
 from .base import Exported, Runner, Target, register
-from .onnx_export import export_onnx
+from .onnx_export import INPUT_NAMES, PERIODIC_INPUT_NAMES, export_onnx
 from .settings import TargetSettings
 
 
@@ -47,27 +47,34 @@ class OrtRunner(Runner):
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = device
         self.output_dtype = torch.float16 if self._output_is_fp16() else torch.float32
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.periodic = self.input_names == INPUT_NAMES + PERIODIC_INPUT_NAMES
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.cutoff = float(metadata.get("cutoff", 0.0))
 
     def _output_is_fp16(self) -> bool:
         return self.session.get_outputs()[1].type == "tensor(float16)"
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.device.startswith("cuda"):
-            energy, forces = self.session.run(None, {"numbers": numbers.cpu().numpy(),
-                                                     "positions": positions.cpu().numpy()})
+            feeds = {name: x.detach().cpu().numpy() for name, x in zip(self.input_names, (numbers, positions, *periodic))}
+            energy, forces = self.session.run(None, feeds)
             return torch.from_numpy(energy), torch.from_numpy(forces)
-        return self._predict_bound(numbers, positions)
+        return self._predict_bound(numbers, positions, *periodic)
 
-    def _predict_bound(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict_bound(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         numbers = numbers.to(self.device).contiguous()
-        positions = positions.to(self.device, torch.float32).contiguous()
         b, n = numbers.shape
         energy = torch.empty(b, device=self.device, dtype=torch.float32)
         forces = torch.empty(b, n, 3, device=self.device, dtype=torch.float32)
         index = torch.device(self.device).index or 0
         binding = self.session.io_binding()
         binding.bind_input("numbers", "cuda", index, np.int64, tuple(numbers.shape), numbers.data_ptr())
-        binding.bind_input("positions", "cuda", index, np.float32, tuple(positions.shape), positions.data_ptr())
+        floats = [x.to(self.device, torch.float32).contiguous() for x in (positions, *periodic)]
+        for name, tensor in zip(self.input_names[1:], floats):
+            binding.bind_input(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
         binding.bind_output("energy", "cuda", index, np.float32, (b,), energy.data_ptr())
         binding.bind_output("forces", "cuda", index, np.float32, (b, n, 3), forces.data_ptr())
         self.session.run_with_iobinding(binding)
@@ -79,6 +86,7 @@ class OnnxTarget(Target):
     artifact_file = "model.onnx"
     description = "simplified ONNX (energy + forces in one graph) on ONNX Runtime"
     devices = ("cpu", "cuda")
+    periodic = True
 
     def availability(self, settings: TargetSettings) -> str | None:
         try:

@@ -15,9 +15,13 @@ class TorchScriptRunner(Runner):
     def __init__(self, module: torch.jit.ScriptModule, device: str) -> None:
         self.module = module
         self.device = device
+        self.periodic = bool(getattr(module, "periodic", False))
+        self.cutoff = float(getattr(module, "cutoff", 0.0))
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module(numbers.to(self.device), positions.to(self.device))
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        periodic = tuple(x.to(self.device) for x in periodic)
+        return self.module(numbers.to(self.device), positions.to(self.device), *periodic)
 
 
 class TorchScriptTarget(Target):
@@ -25,6 +29,7 @@ class TorchScriptTarget(Target):
     artifact_file = "model.ts"
     description = "torch.jit.script of energy + autograd forces"
     devices = ("cpu", "cuda")
+    periodic = True
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         # torch.jit.trace cannot record the backward pass; scripting keeps autograd.grad in the graph.

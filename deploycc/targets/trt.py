@@ -177,7 +177,8 @@ class TrtRunner(Runner):
             self.contexts[index] = context
         return self.contexts[index]
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         numbers, positions = numbers.to(self.device), positions.to(self.device, torch.float32)
         b, n = numbers.shape
         index = self._pick(n)

@@ -16,6 +16,7 @@ from ..checkpoint import file_sha256, save_checkpoint
 from ..data.schema import Structures, read_h5
 from ..errors import UserInputError
 from ..model import ModelConfig, StudentModel, energy_and_forces
+from ..periodic import periodic_batch, periodic_inputs
 from ..versions import library_versions
 from .normalisation import fit_element_references, fit_scale_shift
 
@@ -63,16 +64,24 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _tensors(data: Structures, idx: np.ndarray, device: str) -> tuple[torch.Tensor, ...]:
+def _tensors(data: Structures, idx: np.ndarray, device: str, model: StudentModel) -> tuple[torch.Tensor, ...]:
+    """numbers, positions, forces, energies (and cell, pbc, shifts for periodic models) of a batch."""
     numbers, positions = pad([data.numbers[i] for i in idx], [data.positions[i] for i in idx])
     forces = pad_forces([data.forces[i] for i in idx], numbers.shape[1])
     energies = torch.tensor(data.energies[idx], dtype=torch.float64)
-    return numbers.to(device), positions.to(device), forces.to(device), energies.to(device)
+    periodic: tuple[torch.Tensor, ...] = ()
+    if model.periodic:
+        cell, pbc = periodic_batch(data, idx) or (None, None)
+        periodic = periodic_inputs(numbers, positions, cell, pbc, model.cutoff)[2:]
+    elif data.pbc is not None and np.any(data.pbc[idx]):
+        raise UserInputError("the dataset holds periodic structures; train a periodic model (e.g. --model metals-tiny)")
+    tensors = (numbers, positions, forces, energies, *periodic)
+    return tuple(t.to(device) for t in tensors)
 
 
 def _loss(model: StudentModel, batch: tuple[torch.Tensor, ...], s: TrainSettings) -> torch.Tensor:
-    numbers, positions, ref_forces, ref_energies = batch
-    energy, forces = energy_and_forces(model, numbers, positions, create_graph=True)
+    numbers, positions, ref_forces, ref_energies, *periodic = batch
+    energy, forces = energy_and_forces(model, numbers, positions, *periodic, create_graph=True)
     n_atoms = (numbers > 0).sum(1).to(energy.dtype)
     e_err = (energy.double() - ref_energies).float() / n_atoms
     mask = (numbers > 0).unsqueeze(-1).to(forces.dtype)
@@ -88,8 +97,8 @@ def evaluate(model: StudentModel, data: Structures, device: str = "cpu", batch_s
     """Energy MAE per atom and force MAE/RMSE (per component) against the data's labels."""
     e_abs, f_abs, f_sq, n_comp = [], 0.0, 0.0, 0
     for idx in size_batches([len(z) for z in data.numbers], batch_size):
-        numbers, positions, ref_f, ref_e = _tensors(data, idx, device)
-        energy, forces = energy_and_forces(model, numbers, positions)
+        numbers, positions, ref_f, ref_e, *periodic = _tensors(data, idx, device, model)
+        energy, forces = energy_and_forces(model, numbers, positions, *periodic)
         n_atoms = (numbers > 0).sum(1).double()
         e_abs.append(((energy.double() - ref_e).abs() / n_atoms).cpu())
         mask = (numbers > 0).unsqueeze(-1)
@@ -184,7 +193,7 @@ def train(
                 progress = max(progress, elapsed / settings.max_minutes)
             for group in optimiser.param_groups:
                 group["lr"] = settings.lr * _lr_factor(step, progress, settings)
-            loss = _loss(model, _tensors(train_set, idx, settings.device), settings)
+            loss = _loss(model, _tensors(train_set, idx, settings.device, model), settings)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -223,6 +232,7 @@ def train(
     seconds = time.perf_counter() - started
     metadata: dict[str, Any] = {
         "dataset": str(data_path),
+        "elements": sorted({int(z) for numbers in train_set.numbers for z in numbers}),  # for unseen-element checks
         "dataset_sha256": file_sha256(Path(data_path)),
         "teacher": str(data.attrs.get("teacher", "unknown")),
         "epochs": epoch + 1,

@@ -70,3 +70,54 @@ def test_runner_does_not_modify_its_inputs(built, calib_file):
     before = positions.clone()
     runner.predict(numbers, positions)
     assert torch.equal(positions, before)
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def built_periodic(request, periodic_checkpoint, tmp_path_factory):
+    target = registered()[request.param]
+    settings = resolve_settings(request.param, None)
+    reason = target.availability(settings)
+    if reason is not None:
+        pytest.skip(f"{request.param} unavailable here: {reason}")
+    model = load_checkpoint(periodic_checkpoint).model
+    if not target.periodic:
+        return target, settings, None, model
+    out_dir = tmp_path_factory.mktemp(request.param + "-periodic")
+    return target, settings, target.export(copy.deepcopy(model), settings, out_dir), model
+
+
+def test_periodic_artifact_matches_eager_or_the_target_refuses_periodic_models(built_periodic, periodic_calib_file,
+                                                                               tmp_path):
+    from deploycc.errors import UnsupportedModelError
+    from deploycc.pipeline import build
+
+    target, settings, exported, model = built_periodic
+    if exported is None:  # a molecules-only target must refuse at build time, never export a wrong graph
+        with pytest.raises(UnsupportedModelError, match="periodic"):
+            build(str(load_checkpoint_path(model, tmp_path)), target.name, tmp_path / "art", calib=periodic_calib_file)
+        return
+    runner = target.runner(exported.path, settings)
+    assert runner.periodic
+    data = read_h5(periodic_calib_file)
+    report = check_parity(EagerRunner(model, "cpu").predict, runner.predict, data.numbers, data.positions,
+                          settings.tolerances, batch_size=4, max_atoms=settings.atoms.max, cells=data.cells,
+                          pbc=data.pbc)
+    assert report.passed, report.to_dict()
+
+
+def test_molecular_artifact_refuses_periodic_structures(built):
+    from deploycc.errors import UserInputError
+
+    target, settings, exported, _ = built
+    runner = target.runner(exported.path, settings)
+    numbers, positions = pad([np.array([29, 29])], [np.array([[0.0, 0, 0], [1.8, 1.8, 0]])])
+    with pytest.raises(UserInputError, match="without PBC support"):
+        runner.predict(numbers, positions, torch.eye(3)[None] * 3.6, torch.ones(1, 3))
+
+
+def load_checkpoint_path(model, folder):
+    from deploycc.checkpoint import save_checkpoint
+
+    path = folder / "periodic.pt"
+    save_checkpoint(model, path, {"teacher": "none"})
+    return path
