@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import DeployccError, MissingDependencyError, UserInputError
+from .errors import DeployccError, MissingDependencyError, UserInputError, UnsupportedModelError
 
 Event = Callable[[str], None]
 
@@ -703,7 +703,7 @@ def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> Be
         try:
             result = build(config.model, name, config.out, config.device, calib=config.calib,
                            stage=lambda s, n=name: on_event(f"{n}: {s}"))
-        except MissingDependencyError as exc:
+        except (MissingDependencyError, UnsupportedModelError) as exc:
             if not skip_unavailable:
                 raise
             notices.append(f"skipped {name}: {exc}")
@@ -783,7 +783,8 @@ def header_lines(header: dict[str, Any]) -> list[str]:
         lines.append(f"load average at start: {', '.join(str(x) for x in header['load_average'])}")
     work = header.get("workload") or {}
     if work:
-        lines.append(f"workload: {work.get('structures')} molecules of {work.get('min_atoms')}-{work.get('max_atoms')} "
+        kind = f"periodic structures ({work['periodic']} periodic)" if work.get("periodic") else "molecules"
+        lines.append(f"workload: {work.get('structures')} {kind} of {work.get('min_atoms')}-{work.get('max_atoms')} "
                      f"atoms (mean {work.get('mean_atoms')}), padded to {work.get('padded_atoms')}; "
                      f"{header.get('input_pool')} rattled copies per batch (σ {header.get('rattle_sigma_angstrom')} Å)")
     lines.append(f"timing: {header.get('warmup')} warm-up calls, then >= {header.get('min_iters')} calls and "

@@ -10,11 +10,7 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 DATA=${DATA:-work/molecules.h5}
 ART=${ART:-$OUT/art}   # artifact root (keep it outside $OUT when only the reports should come back)
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
+source "$(dirname "$0")/gpu_env.sh"
 DCC="python3 -m deploycc"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$OUT/gpu.txt"

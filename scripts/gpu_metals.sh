@@ -12,11 +12,7 @@ DATA=${DATA:-work/metals.h5}
 ART=${ART:-$OUT/art}
 MODEL=${MODEL:-$OUT/metals-tiny.pt}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
+source "$(dirname "$0")/gpu_env.sh"
 DCC="python3 -m deploycc"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 

@@ -65,7 +65,7 @@ def test_artifact_predictor_and_ase_calculator(tiny_checkpoint, calib_file, tmp_
         (Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]), "NaN"),
         (Atoms(numbers=[1, 0], positions=[[0, 0, 0], [1, 0, 0]]), "atomic number"),
         (Atoms(numbers=[1, 110], positions=[[0, 0, 0], [1, 0, 0]]), "atomic number 110"),
-        (Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]], cell=[5, 5, 5], pbc=True), "periodic"),
+        (Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]], cell=[5, 5, 5], pbc=True), "without PBC support"),
     ],
 )
 def test_bad_structures_are_refused(tiny_checkpoint, atoms, message):
@@ -80,3 +80,39 @@ def test_too_many_atoms_for_the_profile(tiny_checkpoint, calib_file, tmp_path):
                 positions=np.arange(3 * (predictor.max_atoms + 1)).reshape(-1, 3) * 1.0)
     with pytest.raises(UserInputError, match="at most"):
         predictor.predict([big])
+
+
+# --- periodic structures --------------------------------------------------------------------------------------
+
+
+def test_periodic_artifact_through_ase_matches_eager_and_supercell(periodic_checkpoint, periodic_calib_file, tmp_path):
+    from ase.build import bulk
+
+    result = build(str(periodic_checkpoint), "onnx", tmp_path, calib=periodic_calib_file)
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cell.rattle(0.05, seed=2)
+    atoms = cell.copy()
+    atoms.calc = DeployccCalculator(result.folder)
+    eager = load(periodic_checkpoint)
+    e_eager, f_eager = eager.predict([cell])
+    assert atoms.get_potential_energy() == pytest.approx(e_eager[0], abs=1e-4)
+    np.testing.assert_allclose(atoms.get_forces(), f_eager[0], atol=1e-4)
+    supercell = cell.repeat((2, 2, 2))
+    supercell.calc = DeployccCalculator(result.folder)
+    assert supercell.get_potential_energy() == pytest.approx(8 * e_eager[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("cell, pbc, message", [
+    ([[3.6, 0, 0], [7.2, 0, 0], [0, 0, 3.6]], True, "zero volume"),
+    ([[np.nan, 0, 0], [0, 3.6, 0], [0, 0, 3.6]], True, "NaN"),
+    ([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], True, "too small"),
+])
+def test_bad_periodic_cells_are_refused_naming_the_structure(periodic_checkpoint, cell, pbc, message):
+    predictor = load(periodic_checkpoint)
+    good = Atoms("Cu4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+                 cell=np.eye(3) * 3.61, pbc=True)
+    bad = Atoms("Cu2", positions=[[0, 0, 0], [0.9, 0.9, 0.9]], pbc=pbc)
+    bad.cell.array[:] = np.array(cell, dtype=float)
+    with pytest.raises(UserInputError, match=message) as info:
+        predictor.predict([good, bad])
+    assert "structure 1" in str(info.value) and "\n" not in str(info.value)

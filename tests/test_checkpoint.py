@@ -128,7 +128,8 @@ def test_preset_names_resolve_in_presets_dir(tmp_path, monkeypatch):
 # --- the predecessor's layout ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", list(PRESET_CONFIGS))
+# The predecessor trained molecular models only: a periodic architecture cannot be told from its weight shapes.
+@pytest.mark.parametrize("preset", [name for name, c in PRESET_CONFIGS.items() if not c.periodic])
 def test_predecessor_layout_infers_architecture_and_keeps_file(tmp_path, preset):
     model = make_model(preset, seed=8)
     path = tmp_path / "old_run.pt"

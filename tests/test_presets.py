@@ -20,7 +20,7 @@ def test_shipped_preset_loads_with_its_training_record(name):
     assert checkpoint.config == PRESET_CONFIGS[name]
     metrics = checkpoint.metadata["test_metrics"]
     assert metrics["structures"] > 0 and 0 < metrics["force_rmse"] < 1.0
-    assert checkpoint.metadata["teacher"] == "xtb"
+    assert checkpoint.metadata["teacher"] == ("emt" if PRESET_CONFIGS[name].periodic else "xtb")
 
 
 @pytest.mark.parametrize("target", ["torchscript", "onnx"])
@@ -32,3 +32,14 @@ def test_tiny_builds_and_verifies_on_calib(target, tmp_path):
     # calib/ carries GFN2-xTB labels: the artifact is as accurate as eager against the teacher.
     labels = report["vs_labels"]
     assert labels[target]["force_rmse"] == pytest.approx(labels["eager"]["force_rmse"], rel=1e-3)
+
+
+def test_metals_preset_builds_for_onnx_and_verifies_on_periodic_calib(tmp_path):
+    result = build("metals-tiny", "onnx", tmp_path)
+    assert result.parity["passed"]
+    assert result.parity["data"].endswith("metals.h5")
+    report = verify(result.folder)
+    assert report["parity"]["passed"]
+    labels = report["vs_labels"]  # calib/metals.h5 carries EMT labels
+    assert labels["onnx"]["force_rmse"] == pytest.approx(labels["eager"]["force_rmse"], rel=1e-3)
+    assert labels["eager"]["force_rmse"] < 0.15

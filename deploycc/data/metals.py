@@ -100,11 +100,18 @@ def _slab(rng: np.random.Generator):
 
 
 def _cluster(rng: np.random.Generator):
-    """A non-periodic fcc nanoparticle (for mixed periodic / non-periodic batches)."""
-    from ase.cluster import Octahedron
+    """A non-periodic nanoparticle (octahedron, icosahedron or decahedron) of 38-147 atoms."""
+    from ase.cluster import Decahedron, Icosahedron, Octahedron
 
     symbol = str(rng.choice(METALS))
-    atoms = Octahedron(symbol, length=int(rng.integers(4, 6)), cutoff=1, latticeconstant=_lattice_constant(symbol))
+    a = _lattice_constant(symbol)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        atoms = Octahedron(symbol, length=int(rng.integers(4, 6)), cutoff=int(rng.integers(0, 2)), latticeconstant=a)
+    elif kind == 1:
+        atoms = Icosahedron(symbol, noshells=int(rng.integers(3, 5)), latticeconstant=a)
+    else:
+        atoms = Decahedron(symbol, p=int(rng.integers(3, 5)), q=2, r=int(rng.integers(0, 2)), latticeconstant=a)
     atoms.center(vacuum=5.0)
     atoms.pbc = False
     return atoms

@@ -19,17 +19,24 @@ from deploycc.targets.eager import EagerRunner
 TARGETS = sorted(registered())
 
 
-@pytest.fixture(scope="module", params=TARGETS)
-def built(request, tiny_checkpoint, tmp_path_factory):
-    target = registered()[request.param]
-    settings = resolve_settings(request.param, None)
+def export_for_test(name: str, checkpoint, tmp_path_factory):
+    """(target, settings, exported or None when the target refuses this kind of model, model); skips when the
+    target is unavailable here."""
+    target = registered()[name]
+    settings = resolve_settings(name, None)
     reason = target.availability(settings)
     if reason is not None:
-        pytest.skip(f"{request.param} unavailable here: {reason}")
-    model = load_checkpoint(tiny_checkpoint).model
-    out_dir = tmp_path_factory.mktemp(request.param)
-    exported = target.export(copy.deepcopy(model), settings, out_dir)
-    return target, settings, exported, model
+        pytest.skip(f"{name} unavailable here: {reason}")
+    model = load_checkpoint(checkpoint).model
+    if model.periodic and not target.periodic:
+        return target, settings, None, model
+    out_dir = tmp_path_factory.mktemp(name)
+    return target, settings, target.export(copy.deepcopy(model), settings, out_dir), model
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def built(request, tiny_checkpoint, tmp_path_factory):
+    return export_for_test(request.param, tiny_checkpoint, tmp_path_factory)
 
 
 def test_export_writes_the_declared_artifact(built):
@@ -74,16 +81,7 @@ def test_runner_does_not_modify_its_inputs(built, calib_file):
 
 @pytest.fixture(scope="module", params=TARGETS)
 def built_periodic(request, periodic_checkpoint, tmp_path_factory):
-    target = registered()[request.param]
-    settings = resolve_settings(request.param, None)
-    reason = target.availability(settings)
-    if reason is not None:
-        pytest.skip(f"{request.param} unavailable here: {reason}")
-    model = load_checkpoint(periodic_checkpoint).model
-    if not target.periodic:
-        return target, settings, None, model
-    out_dir = tmp_path_factory.mktemp(request.param + "-periodic")
-    return target, settings, target.export(copy.deepcopy(model), settings, out_dir), model
+    return export_for_test(request.param, periodic_checkpoint, tmp_path_factory)
 
 
 def test_periodic_artifact_matches_eager_or_the_target_refuses_periodic_models(built_periodic, periodic_calib_file,

@@ -88,3 +88,20 @@ def test_dataset_without_splits_or_with_unknown_elements_is_refused(tmp_path):
                         splits={"train": np.array([0]), "val": np.array([1]), "test": np.array([2])}), heavy)
     with pytest.raises(UserInputError, match="Z=110"):
         train(heavy, PRESET_CONFIGS["ultra-tiny"], tmp_path / "m.pt", TrainSettings(epochs=1))
+
+
+def test_periodic_data_needs_a_periodic_model(tmp_path, periodic_calib_file):
+    settings = TrainSettings(epochs=1, batch_size=2, warmup_steps=1)
+    with pytest.raises(UserInputError, match="periodic model"):
+        train(periodic_calib_file, PRESET_CONFIGS["tiny"], tmp_path / "m.pt", settings)
+
+
+def test_periodic_model_trains_on_cells_slabs_and_clusters(tmp_path, periodic_calib_file):
+    from dataclasses import replace
+
+    config = replace(PRESET_CONFIGS["metals-tiny"], hidden_dim=16, num_rbf=6)
+    settings = TrainSettings(epochs=4, batch_size=2, lr=3e-3, warmup_steps=2, patience=100)
+    result = train(periodic_calib_file, config, tmp_path / "m.pt", settings)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint.config.periodic and np.isfinite(checkpoint.metadata["test_metrics"]["force_rmse"])
