@@ -161,8 +161,11 @@ def fit_drift(time_ps: np.ndarray, total_per_atom: np.ndarray) -> float:
 
 
 def degrees_of_freedom(atoms) -> int:
-    """3N - 6 (3N - 5 if linear): NVE starts with zero linear and angular momentum, which it conserves."""
+    """3N - 6 (3N - 5 if linear): NVE starts with zero linear and angular momentum, which it conserves.
+    Periodic structures conserve linear momentum only: 3N - 3."""
     n = len(atoms)
+    if np.any(atoms.get_pbc()):
+        return max(3 * n - 3, 1)
     if n == 1:
         return 3
     inertia = np.sort(atoms.get_moments_of_inertia())
@@ -236,16 +239,23 @@ def equilibrate(atoms, settings: MdSettings, on_progress: Progress | None = None
         vd.thermalize_momenta(atoms, settings.temperature, rng=rng)
     else:
         vd.MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
-    vd.Stationary(atoms)
-    vd.ZeroRotation(atoms)
+    zero_momenta(atoms)
     dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature,
                    friction=settings.friction / units.fs, fixcm=False, rng=rng, logfile=None)
     if on_progress is not None:
         total = settings.equilibrate_steps
         dyn.attach(lambda: on_progress("equilibrate", dyn.nsteps, total), interval=max(settings.log_interval, 1))
     dyn.run(settings.equilibrate_steps)
+    zero_momenta(atoms)
+
+
+def zero_momenta(atoms) -> None:
+    """Remove total linear momentum, and angular momentum for isolated structures (periodic ones have none)."""
+    from ase.md import velocitydistribution as vd
+
     vd.Stationary(atoms)
-    vd.ZeroRotation(atoms)
+    if not np.any(atoms.get_pbc()):
+        vd.ZeroRotation(atoms)
 
 
 class _Unstable(Exception):

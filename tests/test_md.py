@@ -110,3 +110,15 @@ def test_cli_gate_exits_1_on_a_failed_check(ethanol, tmp_path):
     assert "✓ drift" in result.stdout and "✗ temperature" in result.stdout
     assert result.stderr.strip().startswith("error: ") and "temperature" in result.stderr
     assert (tmp_path / "out" / "md.json").is_file() and (tmp_path / "out" / "nve.traj").is_file()
+
+
+def test_periodic_structures_keep_3n_minus_3_degrees_of_freedom():
+    from ase.build import bulk
+
+    from deploycc.md import degrees_of_freedom
+
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    assert degrees_of_freedom(cell) == 3 * 32 - 3
+    cluster = cell.copy()
+    cluster.pbc = False
+    assert degrees_of_freedom(cluster) == 3 * 32 - 6
