@@ -66,6 +66,20 @@ def staged(final: Path, name: str | None = None):
     return ready
 
 
+@pytest.fixture(scope="module")
+def slow_calib(calib_file, tmp_path_factory) -> Path:
+    """The calibration molecules repeated 40 times: parity then takes seconds, so a signal sent once the
+    artifact file exists lands during reload/parity rather than racing the end of a fast build."""
+    from deploycc.data.schema import read_h5, write_h5
+
+    data = read_h5(calib_file)
+    many = data.subset(np.tile(np.arange(len(data)), 40))
+    many.splits = {}
+    path = tmp_path_factory.mktemp("slow") / "calib.h5"
+    write_h5(many, path)
+    return path
+
+
 @pytest.fixture
 def published(tiny_checkpoint, calib_file, tmp_path) -> Path:
     return build(str(tiny_checkpoint), TARGET, tmp_path, calib=calib_file).folder
@@ -80,10 +94,10 @@ def probe() -> list[Atoms]:
 # "exported": killed after the artifact file was written into it (reload / parity / manifest).
 @pytest.mark.parametrize("moment", ["staging", "exported"])
 def test_sigkill_midway_leaves_the_previous_artifact_byte_identical(moment, published, tiny_checkpoint,
-                                                                    calib_file, tmp_path):
+                                                                    calib_file, slow_calib, tmp_path):
     before = snapshot(published)
     energies_before, _ = load(published).predict(probe())
-    process = start_build(tiny_checkpoint, tmp_path, calib_file)
+    process = start_build(tiny_checkpoint, tmp_path, slow_calib)
     wait_for(process, staged(published, None if moment == "staging" else "model.ts"))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
@@ -100,9 +114,9 @@ def test_sigkill_midway_leaves_the_previous_artifact_byte_identical(moment, publ
     assert snapshot(published) == before
 
 
-def test_ctrl_c_midway_exits_130_and_cleans_up(published, tiny_checkpoint, calib_file, tmp_path):
+def test_ctrl_c_midway_exits_130_and_cleans_up(published, tiny_checkpoint, slow_calib, tmp_path):
     before = snapshot(published)
-    process = start_build(tiny_checkpoint, tmp_path, calib_file)
+    process = start_build(tiny_checkpoint, tmp_path, slow_calib)
     wait_for(process, staged(published, "model.ts"))
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
