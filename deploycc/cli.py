@@ -31,12 +31,13 @@ def models_cmd() -> None:
     from .model import PRESET_CONFIGS, StudentModel
 
     table = Table(title="Student presets")
-    for col in ("name", "hidden", "interactions", "radial", "cutoff (Å)", "parameters", "checkpoint"):
+    for col in ("name", "hidden", "interactions", "radial", "cutoff (Å)", "periodic", "parameters", "checkpoint"):
         table.add_column(col)
     for name, config in PRESET_CONFIGS.items():
         shipped = "shipped" if preset_path(name).is_file() else "not trained"
         table.add_row(name, str(config.hidden_dim), str(config.num_interactions), str(config.num_rbf),
-                      f"{config.cutoff:g}", f"{StudentModel(config).num_parameters():,}", shipped)
+                      f"{config.cutoff:g}", "yes" if config.periodic else "no",
+                      f"{StudentModel(config).num_parameters():,}", shipped)
     console.print(table)
 
 

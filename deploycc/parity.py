@@ -70,7 +70,8 @@ def _collect(reference: Predict, candidate: Predict, numbers, positions, batches
     periodic = pbc is not None and bool(np.any(pbc))
     for idx in batches:
         z, r = pad([numbers[k] for k in idx], [positions[k] for k in idx])
-        extra = pad_cells([cells[k] for k in idx], [pbc[k] for k in idx], len(idx)) if periodic else ()
+        extra = pad_cells([cells[k] for k in idx], [pbc[k] for k in idx], len(idx),
+                          names=[f"structure {k}" for k in idx]) if periodic else ()
         e_ref, f_ref = (t.detach().float().cpu().numpy() for t in reference(z, r, *extra))
         e_out, f_out = (t.detach().float().cpu().numpy() for t in candidate(z, r, *extra))
         out.batches += 1

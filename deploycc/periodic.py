@@ -118,4 +118,5 @@ def periodic_batch(data, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
     """(cell, pbc) of some of a Structures' entries when any of them is periodic, else ()."""
     if data.pbc is None or not np.any(data.pbc[list(indices)]):
         return ()
-    return pad_cells([data.cells[k] for k in indices], [data.pbc[k] for k in indices], len(indices))
+    return pad_cells([data.cells[k] for k in indices], [data.pbc[k] for k in indices], len(indices),
+                     names=[f"structure {k}" for k in indices])

@@ -439,3 +439,27 @@ def test_b28_missing_calibration_file(tiny_checkpoint, tmp_path):
 def test_b29_bad_unseen_elements_value(artifact, calib_file):
     assert_cli_error(run_cli("verify", artifact, "--data", calib_file, "--unseen-elements", "sometimes"), USER,
                      "unseen_elements must be one of warn, refuse, allow", "'sometimes'")
+
+
+def test_verify_names_the_file_index_of_a_degenerate_periodic_cell(tmp_path, periodic_checkpoint, periodic_calib_file):
+    """B34 through the CLI: the structure is named by its index in the file, not in its batch."""
+    import subprocess
+    import sys
+
+    import ase.io
+    from ase.build import bulk
+
+    from deploycc.pipeline import build
+
+    folder = build(str(periodic_checkpoint), "eager", tmp_path / "art", calib=periodic_calib_file).folder
+    good = [bulk("Cu", "fcc", a=3.61, cubic=True) for _ in range(5)]
+    bad = bulk("Cu", "fcc", a=3.61, cubic=True)
+    bad.cell[1] = bad.cell[0]  # collinear lattice vectors: zero volume
+    path = tmp_path / "cells.extxyz"
+    ase.io.write(path, good + [bad])
+    run = subprocess.run([sys.executable, "-m", "deploycc", "verify", str(folder), "--data", str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 65, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "structure 5" in lines[0] and "zero volume" in lines[0], run.stderr
+    assert "Traceback" not in run.stderr

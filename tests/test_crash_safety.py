@@ -38,9 +38,12 @@ def leftovers(folder: Path) -> list[Path]:
 
 def start_build(checkpoint: Path, out: Path, calib: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A test run started in the background (nohup, `&` in a script) inherits an ignored SIGINT, which Python then
+    # keeps ignoring: restore the default so that the Ctrl-C below reaches the build as it would in a terminal.
     return subprocess.Popen([sys.executable, "-m", "deploycc", "build", "--model", str(checkpoint), "--target", TARGET,
                              "--out", str(out), "--calib", str(calib), "--force"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
