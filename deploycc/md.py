@@ -205,7 +205,7 @@ def eager_reference(source: str | os.PathLike) -> Predictor:
     checkpoint = reference_checkpoint(folder, manifest)
     settings = resolve_settings("eager", "cpu")
     return Predictor(EagerRunner(checkpoint.model, "cpu"), settings.batch.max, 10**6, checkpoint.config.max_z,
-                     f"{manifest['model']}/eager")
+                     f"{manifest['model']}/eager", elements=checkpoint.elements)
 
 
 def _predictor(source: Predictor | str | os.PathLike) -> Predictor:
