@@ -27,17 +27,19 @@ MIN_VOLUME = 1e-3
 
 
 def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
-    """Distances between opposite faces of a cell [3, 3] (rows are lattice vectors): V / |b x c| etc."""
-    volume = abs(float(np.linalg.det(cell)))
-    areas = np.array([np.linalg.norm(np.cross(cell[(a + 1) % 3], cell[(a + 2) % 3])) for a in range(3)])
+    """Distances between opposite faces of cells [..., 3, 3] (rows are lattice vectors): V / |b x c| etc."""
+    cell = np.asarray(cell, dtype=np.float64)
+    volume = np.abs(np.linalg.det(cell))[..., None]
+    areas = np.stack([np.linalg.norm(np.cross(cell[..., (a + 1) % 3, :], cell[..., (a + 2) % 3, :]), axis=-1)
+                      for a in range(3)], axis=-1)
     return volume / np.maximum(areas, 1e-300)
 
 
 def shift_range(cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> np.ndarray:
-    """Largest integer shift per axis [3] needed to see every image within `cutoff` (0 on open axes)."""
-    widths = perpendicular_widths(cell)
-    needed = np.floor(cutoff / widths + 0.5 + 1e-6).astype(np.int64)
-    return np.where(np.asarray(pbc, dtype=bool), needed, 0)
+    """Largest integer shift per axis [..., 3] needed to see every image within `cutoff` (0 on open axes)."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate cells only ever sit on open axes here
+        needed = np.floor(cutoff / perpendicular_widths(cell) + 0.5 + 1e-6)
+    return np.where(np.asarray(pbc, dtype=bool), np.nan_to_num(needed, posinf=0.0), 0).astype(np.int64)
 
 
 def check_cell(cell: np.ndarray, pbc: np.ndarray, cutoff: float, where: str) -> np.ndarray:
@@ -82,10 +84,7 @@ def lattice_shifts(cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> torc
     S = prod(2 n_a + 1) over the batch's largest n_a per axis; (0, 0, 0) comes first."""
     cells = cell.detach().double().cpu().numpy().reshape(-1, 3, 3)
     flags = pbc.detach().cpu().numpy().reshape(-1, 3) > 0.5
-    reach = np.zeros(3, dtype=np.int64)
-    for c, p in zip(cells, flags):
-        if p.any():
-            reach = np.maximum(reach, shift_range(c, p, cutoff))
+    reach = shift_range(cells, flags, cutoff).max(axis=0)  # one vectorised pass over the batch
     if reach.max() > MAX_SHIFT_INDEX:
         raise UserInputError(f"a periodic cell is too small for the {cutoff:g} Å cutoff "
                              f"(needs {int(reach.max())} images per axis, at most {MAX_SHIFT_INDEX})")
