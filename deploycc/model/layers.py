@@ -53,7 +53,7 @@ def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 def neighbour_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """sum_j weights[g, i, j] * values[g, j, c] -> [g, i, c] as one batched matmul (g = feature x batch)."""
-    return torch.matmul(weights, values)
+    return torch.bmm(weights, values)
 
 
 class Message(nn.Module):
@@ -63,6 +63,7 @@ class Message(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.periodic = periodic
+        self.half_pairs = False  # set by the mixed-precision model: pair tensors and neighbour sums in float16
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
 
@@ -77,34 +78,37 @@ class Message(nn.Module):
         """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3].
         Periodic: basis_over_dist is instead the image-summed direction basis H [K, B*N*3*N].
 
-        The pair work runs in the dtype of `basis` (float16 in the mixed-precision model); per-atom inputs
-        are cast to it and the neighbour sums cast back to the dtype of `s` (no-ops in float32)."""
+        With `half_pairs` the filters W = A basis are computed in float32 and stored in float16 (rounding
+        the K-wide basis instead would shift every filter of a pair coherently: 4x the energy error), the
+        per-atom inputs of the neighbour sums are cast to float16 and the sums cast back to float32."""
         f = self.hidden
         b, n = s.shape[0], s.shape[1]
-        pair = basis.dtype
-        weight = self.filter.weight.to(pair)  # [3F, K]
+        weight = self.filter.weight  # [3F, K]
         # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
-        w_s = torch.matmul(weight[:f], basis).reshape(f * b, n, n)
-        w_vv = torch.matmul(weight[f : 2 * f], basis).reshape(f * b, n, n)
-        if self.periodic:
-            w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n * 3, n)
-        else:
-            w_vs = torch.matmul(weight[2 * f :], basis_over_dist).reshape(f * b, n, n)
+        w_s = torch.mm(weight[:f], basis)
+        w_vv = torch.mm(weight[f : 2 * f], basis)
+        w_vs = torch.mm(weight[2 * f :], basis_over_dist)
+        if self.half_pairs:
+            w_s, w_vv, w_vs = w_s.half(), w_vv.half(), w_vs.half()
+        pair = w_s.dtype
+        w_s, w_vv = w_s.reshape(f * b, n, n), w_vv.reshape(f * b, n, n)
+        w_vs = w_vs.reshape(f * b, n * 3, n) if self.periodic else w_vs.reshape(f * b, n, n)
 
         phi = self.phi(s).permute(2, 0, 1).to(pair)  # [3F, B, N]
         p_s, p_vv, p_vs = torch.split(phi, f, dim=0)
         v_fm = v.permute(3, 0, 1, 2).to(pair)  # [F, B, N, 3]
-        r = centred.unsqueeze(0).to(pair)  # [1, B, N, 3]
 
         ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n).to(s.dtype)
         dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3)).to(s.dtype)
         if self.periodic:
             dvs = neighbour_sum(w_vs, p_vs.reshape(f * b, n, 1)).reshape(f, b, n, 3).to(s.dtype)
         else:
-            rhs = torch.cat([p_vs.unsqueeze(-1) * r, p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
-            radial = neighbour_sum(w_vs, rhs).reshape(f, b, n, 4).to(s.dtype)
-            r_atom = centred.unsqueeze(0).to(s.dtype)
-            dvs = radial[..., :3] - r_atom * radial[..., 3:]
+            # Two products instead of one on [p r, p] (4 columns): slicing the last axis of a 4-wide result
+            # makes ONNX Runtime transpose [4, B, N, F] tensors.
+            r = centred.unsqueeze(0)  # [1, B, N, 3]
+            toward = neighbour_sum(w_vs, (p_vs.unsqueeze(-1) * r.to(pair)).reshape(f * b, n, 3))
+            weight_sum = neighbour_sum(w_vs, p_vs.reshape(f * b, n, 1))
+            dvs = toward.reshape(f, b, n, 3).to(s.dtype) - r * weight_sum.reshape(f, b, n, 1).to(s.dtype)
 
         s = s + ds.permute(1, 2, 0)
         v = v + (dvv.reshape(f, b, n, 3) + dvs).permute(1, 2, 3, 0)

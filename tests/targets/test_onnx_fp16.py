@@ -60,14 +60,26 @@ def runner(onnx_path: Path):
 def test_mixed_model_runs_pair_work_fp16_and_atoms_fp32() -> None:
     model = tiny_model()
     mixed = MixedStudentModel.from_model(model)
-    seen = {}
+    assert all(m.half_pairs for m in mixed.messages) and not any(m.half_pairs for m in model.messages)
+    seen: dict[str, list[torch.dtype]] = {"sums": []}
+    real_bmm = torch.bmm
+
+    def spy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        seen["sums"].append(a.dtype)
+        return real_bmm(a, b)
+
     mixed.messages[0].register_forward_pre_hook(lambda m, args: seen.update(s=args[0].dtype, basis=args[2].dtype))
     for name in ("element_ref", "scale", "shift", "rbf.centres"):
         assert mixed.get_buffer(name).dtype == torch.float32, name
     z, r = pad(*molecules([4, 7]))
-    energy, forces = energy_and_forces(mixed, z, r)
+    torch.bmm = spy
+    try:
+        energy, forces = energy_and_forces(mixed, z, r)
+    finally:
+        torch.bmm = real_bmm
     assert energy.dtype == forces.dtype == torch.float32
-    assert seen == {"s": torch.float32, "basis": torch.float16}  # per-atom state fp32, pair inputs fp16
+    assert seen["s"] == seen["basis"] == torch.float32  # per-atom state and the K-wide basis stay fp32
+    assert seen["sums"] and set(seen["sums"]) == {torch.float16}  # every neighbour sum runs on fp16 filters
     _, reference_forces = energy_and_forces(model, z, r)
     assert not torch.equal(forces, reference_forces)  # float16 really changes the arithmetic
 
