@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check, run in a single call on a machine with an NVIDIA GPU (installs nothing):
 #   1. optionally distil the three presets on CUDA (TRAIN_MINUTES > 0; needs the dataset at $DATA),
-#   2. build tiny for every target available on CUDA, each with parity against eager on calib/,
+#   2. count kernels per call (eager vs Inductor-fused), build tiny for every target available on CUDA, each
+#      with parity against eager on calib/,
 #   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT.
 # Usage: OUT=/tmp/out [ART=/tmp/art] [TRAIN_MINUTES=5 DATA=work/molecules.h5] bash scripts/gpu_check.sh
 set -uo pipefail
@@ -33,13 +34,17 @@ if [ "$TRAIN_MINUTES" != "0" ] && [ -f "$DATA" ]; then
 fi
 
 $DCC targets --device cuda | tee "$OUT/targets.txt"
-$DCC build --model tiny --target eager,torchscript,cuda-graph --device cuda --out "$ART" 2>&1 | tee "$OUT/build.txt"
+python3 scripts/count_kernels.py --model tiny 2>&1 | tee "$OUT/kernels.md"
+# One build per target, so that a target missing here (onnx without onnxruntime-gpu) does not stop the others.
+for target in eager torchscript cuda-graph cuda-graph-fused onnx onnx-fp16; do
+  $DCC build --model tiny --target "$target" --device cuda --out "$ART" 2>&1 | tee -a "$OUT/build.txt"
+done
 CUDA_TARGETS=$(python3 - "$ART/tiny" <<'PY'
 import json, pathlib, sys
 root = pathlib.Path(sys.argv[1])
 names = [p.name for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()
          and json.loads((p / "manifest.json").read_text())["device"].startswith("cuda")]
-order = ["eager", "torchscript", "cuda-graph", "onnx", "onnx-fp16", "trt"]
+order = ["eager", "torchscript", "cuda-graph", "cuda-graph-fused", "onnx", "onnx-fp16", "trt"]
 print(",".join(n for n in order if n in names))
 PY
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BUILTIN = ("eager", "torchscript", "onnx", "onnx_fp16", "aoti", "cuda_graph", "trt")
+BUILTIN = ("eager", "torchscript", "onnx", "onnx_fp16", "aoti", "cuda_graph", "cuda_graph_fused", "trt")
 
 
 def load_builtin_targets() -> None:

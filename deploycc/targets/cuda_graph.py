@@ -147,7 +147,7 @@ class CudaGraphTarget(Target):
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file
-        save_checkpoint(model.cpu(), path, {"exported_for": settings.device, "runner": "cuda-graph"})
+        save_checkpoint(model.cpu(), path, {"exported_for": settings.device, "runner": self.name})
         model.to(settings.device)
         notes = {"artifact": "eager checkpoint", "capture": "forward + autograd backward",
                  "batch_buckets": "powers of two", "atom_multiple": int(settings.extra.get("atom_multiple", 8))}
