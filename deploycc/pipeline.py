@@ -22,7 +22,7 @@ from .paths import artifacts_root, default_calib_file
 from .targets.base import Runner, get_target, open_runner, registered
 from .targets.eager import EagerRunner
 from .targets.settings import TargetSettings, load_settings
-from .versions import library_versions
+from .versions import library_versions, source_fingerprint
 
 Stage = Callable[[str], None]
 
@@ -97,7 +97,8 @@ def build(
     calib_path = Path(calib) if calib else default_calib_file(checkpoint.config.periodic)
     data = calibration_structures(calib_path)
     final = artifact_dir(out_root or artifacts_root(), checkpoint.name, target_name)
-    versions = library_versions()
+    # The source hash makes a code change (same version number, e.g. a git checkout) rebuild instead of reuse.
+    versions = {**library_versions(), "deploycc-source-sha256": source_fingerprint()}
     key = _cache_key(checkpoint.sha256, settings, versions, file_sha256(calib_path))
     with storage_errors(final), build_lock(final):
         recover(final)

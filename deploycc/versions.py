@@ -21,3 +21,25 @@ def library_versions() -> dict[str, str]:
     out = {name: v for name, v in found.items() if v is not None}
     out["python"] = platform.python_version()
     return out
+
+
+# The package code that decides what an exported artifact computes: the model, the exporters and runners,
+# the periodic inputs.  Its hash is part of a build's cache key, so that changing this code (with the
+# same version number, e.g. a git checkout) rebuilds artifacts instead of reusing stale ones.
+_ARTIFACT_SOURCES = ("model", "targets", "periodic.py", "batching.py", "checkpoint.py")
+
+
+def source_fingerprint() -> str:
+    """sha256 over the artifact-defining source files of this deploycc installation."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for entry in _ARTIFACT_SOURCES:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()

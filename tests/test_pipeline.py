@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from deploycc.pipeline import build
 from deploycc.targets.base import Exported, register
 from deploycc.targets.torchscript import TorchScriptTarget
 from deploycc.verify import verify
+from deploycc.versions import source_fingerprint
 
 from conftest import make_model
 
@@ -72,6 +74,32 @@ def test_changed_checkpoint_invalidates_the_cache(tmp_path, calib_file):
     build(str(ckpt), "torchscript", tmp_path / "a", calib=calib_file)
     save_checkpoint(make_model(seed=2), ckpt, {})
     assert build(str(ckpt), "torchscript", tmp_path / "a", calib=calib_file).status == "built"
+
+
+def test_changed_model_code_invalidates_the_cache(tiny_checkpoint, calib_file, tmp_path, monkeypatch):
+    import deploycc.pipeline as pipeline
+
+    first = build(str(tiny_checkpoint), "torchscript", tmp_path, calib=calib_file)
+    assert first.manifest["library_versions"]["deploycc-source-sha256"] == source_fingerprint()
+    monkeypatch.setattr(pipeline, "source_fingerprint", lambda: "0" * 64)  # as after editing deploycc/model
+    assert build(str(tiny_checkpoint), "torchscript", tmp_path, calib=calib_file).status == "built"
+
+
+def test_source_fingerprint_covers_the_model_code(tmp_path, monkeypatch):
+    import shutil
+
+    import deploycc.versions as versions
+
+    copy = tmp_path / "deploycc"
+    shutil.copytree(Path(versions.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__", "presets"))
+    monkeypatch.setattr(versions, "__file__", str(copy / "versions.py"))
+    before = versions.source_fingerprint()
+    assert before == source_fingerprint()  # same files, same hash
+    (copy / "model" / "layers.py").write_text((copy / "model" / "layers.py").read_text() + "\n# edit\n")
+    edited = versions.source_fingerprint()
+    assert edited != before
+    (copy / "cli.py").write_text("# the CLI does not decide what an artifact computes\n")
+    assert versions.source_fingerprint() == edited
 
 
 def test_parity_failure_raises_and_keeps_previous_artifact(tiny_checkpoint, calib_file, tmp_path):
