@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .batching import pad
+from .model.stress import stress_from_virial
 from .periodic import check_cell, pad_cells
 from .errors import UnseenElementWarning, UserInputError
 from .targets.base import Runner
@@ -133,10 +134,18 @@ class Predictor:
 
     def predict(self, atoms_list: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
         """Energies [B] in eV and per-structure forces [n_k, 3] in eV/Angstrom."""
+        energies, forces, _stresses = self.evaluate(atoms_list)
+        return energies, forces
+
+    def evaluate(self, atoms_list: Sequence) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """Energies [B] (eV), forces [n_k, 3] (eV/Angstrom) and, from periodic artifacts, stresses [B, 3, 3]
+        (eV/Angstrom^3, ASE's convention: (1/V) dE/d(strain) with V the volume of the cell as given; NaN for
+        structures without periodic axes or without a cell volume)."""
         atoms_list = list(atoms_list)
         self._check(atoms_list)
         energies = np.zeros(len(atoms_list))
         forces: list[np.ndarray] = [np.zeros((0, 3))] * len(atoms_list)
+        stresses = np.full((len(atoms_list), 3, 3), np.nan) if self.runner.periodic else None
         order = np.argsort([len(a) for a in atoms_list], kind="stable")  # similar sizes share a batch
         for start in range(0, len(order), self.max_batch):
             idx = order[start : start + self.max_batch]
@@ -146,13 +155,16 @@ class Predictor:
             if self.runner.periodic:
                 periodic = pad_cells([atoms_list[k].get_cell().array for k in idx],
                                      [atoms_list[k].get_pbc() for k in idx], len(idx))
-            energy, force = self.runner.predict(z, r, *periodic)
+            energy, force, virial = self.runner.evaluate(z, r, *periodic)
             energy = energy.detach().double().cpu().numpy()
             force = force.detach().double().cpu().numpy()
             for row, k in enumerate(idx):
                 energies[k] = energy[row]
                 forces[k] = force[row, : len(atoms_list[k])]
-        return energies, forces
+                if virial is not None and stresses is not None and np.any(atoms_list[k].get_pbc()):
+                    stresses[k] = stress_from_virial(virial[row].detach().double().cpu().numpy(),
+                                                     atoms_list[k].get_cell().array)
+        return energies, forces, stresses
 
 
 def load(source: str | os.PathLike, device: str | None = None, unseen_elements: str = "warn") -> Predictor:

@@ -1,10 +1,13 @@
-"""An ASE calculator over any deploycc artifact, checkpoint or preset (energy, free_energy, forces)."""
+"""An ASE calculator over any deploycc artifact, checkpoint or preset (energy, free_energy, forces; stress
+from periodic artifacts for structures with periodic axes)."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .api import Predictor, load
 
@@ -12,7 +15,7 @@ from .api import Predictor, load
 class DeployccCalculator(Calculator):
     """`atoms.calc = DeployccCalculator("artifacts/tiny/onnx")` runs ASE optimisers and MD unchanged."""
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, source: str | os.PathLike | Predictor = "tiny", device: str | None = None,
                  unseen_elements: str = "warn", **kwargs) -> None:
@@ -22,5 +25,11 @@ class DeployccCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        energies, forces = self.predictor.predict([self.atoms])
+        if "stress" not in properties:
+            energies, forces = self.predictor.predict([self.atoms])
+            stresses = None
+        else:
+            energies, forces, stresses = self.predictor.evaluate([self.atoms])
         self.results = {"energy": float(energies[0]), "free_energy": float(energies[0]), "forces": forces[0]}
+        if stresses is not None and np.isfinite(stresses[0]).all():  # else ASE raises PropertyNotImplementedError
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stresses[0])

@@ -299,6 +299,8 @@ def md_cmd(
     equilibrate_ps: float = typer.Option(1.0, help="Langevin equilibration before NVE (ps)"),
     relax_fmax: float = typer.Option(0.05, help="BFGS relaxation to this max force (eV/Å)"),
     relax_steps: int = typer.Option(500, help="at most this many relaxation steps"),
+    relax_cell: bool = typer.Option(False, "--relax-cell/--fixed-cell",
+                                    help="periodic structures: relax the cell too, by stress (zero pressure)"),
     friction: float = typer.Option(0.01, help="Langevin friction (1/fs)"),
     seed: int = typer.Option(0, help="seed of the initial velocities and the thermostat"),
     log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames"),
@@ -323,7 +325,7 @@ def md_cmd(
     settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
                           nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
                           equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,
-                          relax_steps=relax_steps, log_interval=log_interval)
+                          relax_steps=relax_steps, relax_cell=relax_cell, log_interval=log_interval)
     settings.check()
     predictor = load(artifact)
     other = None if compare is None else eager_reference(artifact) if compare == "eager" else load(compare)
@@ -345,9 +347,11 @@ def md_cmd(
 def _print_md(result, thresholds: dict) -> list[str]:
     """The per-run table, the divergence line and one ✓/✗ line per check; returns the failed checks."""
     r, s = result.relax, result.settings
+    cell = (f" (cell too: volume {100 * r['volume_change']:+.2f}%, max stress {r['max_stress_gpa']:.3f} GPa)"
+            if r.get("cell") else "")
     console.print(f"[bold]{result.formula}[/bold] ({result.n_atoms} atoms, {result.dof} dof): relaxed in "
                   f"{r['steps']} BFGS steps to fmax {r['fmax']:.3f} eV/Å{'' if r['converged'] else ' (not converged)'}"
-                  f"; {s.equilibrate_steps} Langevin steps at {s.temperature:g} K; NVE {s.timestep_fs:g} fs")
+                  f"{cell}; {s.equilibrate_steps} Langevin steps at {s.temperature:g} K; NVE {s.timestep_fs:g} fs")
     table = Table(title="deploycc md: NVE (velocity Verlet)")
     for col in ("model", "steps", "ps", "drift (meV/atom/ps)", "fluct. (meV/atom)", "mean T (K)", "max T (K)",
                 "ms/step"):

@@ -1,4 +1,5 @@
-"""The MD validation run: relax, Langevin-equilibrate, then NVE velocity Verlet with a deployed model via ASE.
+"""The MD validation run: relax (optionally the cell too), Langevin-equilibrate, then NVE velocity Verlet with a
+deployed model via ASE.
 
 Reports the energy drift (slope of a least-squares line through total energy per atom vs time, meV/atom/ps),
 its fluctuation, the mean NVE temperature and the wall time per step; optionally reruns the same NVE start
@@ -31,6 +32,7 @@ class MdSettings:
     equilibrate_steps: int = 2_000  # 1 ps at 0.5 fs
     relax_fmax: float = 0.05  # eV/Angstrom
     relax_steps: int = 500
+    relax_cell: bool = False  # periodic structures: relax the cell too (stress, FrechetCellFilter) before MD
     friction: float = 0.01  # Langevin friction, 1/fs
     seed: int = 0
     log_interval: int = 10  # steps between samples and trajectory frames
@@ -219,13 +221,29 @@ def _calculator(predictor: Predictor):
 
 
 def relax(atoms, settings: MdSettings) -> dict[str, Any]:
-    """BFGS to `relax_fmax` (at most `relax_steps` steps); returns steps, final max force and convergence."""
+    """BFGS to `relax_fmax` (at most `relax_steps` steps), the cell too with `relax_cell` (periodic structures
+    only: stress through FrechetCellFilter); returns steps, final max force, convergence and the volume change."""
     from ase.optimize import BFGS
 
-    optimizer = BFGS(atoms, logfile=None)
+    volume = atoms.get_volume() if atoms.pbc.any() else None
+    cell_moves = settings.relax_cell and bool(atoms.pbc.any())
+    if settings.relax_cell and not cell_moves:
+        raise UserInputError("--relax-cell needs a periodic structure (pbc along at least one axis)")
+    target = atoms
+    if cell_moves:
+        from ase.filters import FrechetCellFilter
+
+        target = FrechetCellFilter(atoms)
+    optimizer = BFGS(target, logfile=None)
     converged = bool(optimizer.run(fmax=settings.relax_fmax, steps=settings.relax_steps))
     fmax = float(np.sqrt((atoms.get_forces() ** 2).sum(axis=1)).max())
-    return {"steps": int(optimizer.nsteps), "fmax": fmax, "converged": converged}
+    out: dict[str, Any] = {"steps": int(optimizer.nsteps), "fmax": fmax, "converged": converged, "cell": cell_moves}
+    if cell_moves:
+        out["volume_change"] = float(atoms.get_volume() / volume - 1.0)
+        from ase.units import GPa
+
+        out["max_stress_gpa"] = float(np.abs(atoms.get_stress()).max() / GPa)
+    return out
 
 
 def equilibrate(atoms, settings: MdSettings, on_progress: Progress | None = None) -> None:

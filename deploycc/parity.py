@@ -6,14 +6,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from .batching import pad
 from .periodic import pad_cells
 from .targets.settings import Tolerances
 
-# (numbers, positions, cell, pbc) -> (energy, forces); cell and pbc are None for molecules
-Predict = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+# (numbers, positions, cell, pbc) -> (energy, forces[, virial]); cell and pbc are None for molecules.
+# A runner's `evaluate` (virial None for molecular artifacts) or `predict` (no stress) both fit.
+Predict = Callable[..., tuple]
 
 
 @dataclass
@@ -50,6 +50,8 @@ class _Collected:
     forces_ref: list[np.ndarray] = field(default_factory=list)
     forces_out: list[np.ndarray] = field(default_factory=list)
     padded_forces: list[np.ndarray] = field(default_factory=list)
+    virial_ref: list[np.ndarray] = field(default_factory=list)  # periodic structures, when both give a virial
+    virial_out: list[np.ndarray] = field(default_factory=list)
     batches: int = 0
 
 
@@ -72,11 +74,14 @@ def _collect(reference: Predict, candidate: Predict, numbers, positions, batches
         z, r = pad([numbers[k] for k in idx], [positions[k] for k in idx])
         extra = pad_cells([cells[k] for k in idx], [pbc[k] for k in idx], len(idx),
                           names=[f"structure {k}" for k in idx]) if periodic else ()
-        e_ref, f_ref = (t.detach().float().cpu().numpy() for t in reference(z, r, *extra))
-        e_out, f_out = (t.detach().float().cpu().numpy() for t in candidate(z, r, *extra))
+        e_ref, f_ref, w_ref = _numpy(reference(z, r, *extra))
+        e_out, f_out, w_out = _numpy(candidate(z, r, *extra))
         out.batches += 1
         for row, k in enumerate(idx):
             n = len(numbers[k])
+            if w_ref is not None and w_out is not None and pbc is not None and np.any(pbc[k]):
+                out.virial_ref.append(w_ref[row] / n)
+                out.virial_out.append(w_out[row] / n)
             out.energy_ref.append(float(e_ref[row]))
             out.energy_out.append(float(e_out[row]))
             out.n_atoms.append(n)
@@ -84,6 +89,12 @@ def _collect(reference: Predict, candidate: Predict, numbers, positions, batches
             out.forces_out.append(f_out[row, :n])
             out.padded_forces.append(f_out[row, n:])
     return out
+
+
+def _numpy(outputs: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(energy, forces, virial or None) as float32 arrays from a 2- or 3-tuple of tensors."""
+    arrays = [None if t is None else t.detach().float().cpu().numpy() for t in outputs]
+    return arrays[0], arrays[1], (arrays[2] if len(arrays) > 2 else None)
 
 
 FLOAT32_ULP = 2.0**-23  # relative spacing of float32 numbers
@@ -114,6 +125,17 @@ def _forces_check(c: _Collected, tol: Tolerances) -> OutputCheck:
     return OutputCheck("forces", max_abs, rel, text, passed, nan)
 
 
+def _virial_check(c: _Collected, tol: Tolerances) -> OutputCheck:
+    """Virial per atom (eV/atom), so that one tolerance fits any cell size."""
+    ref, out = np.stack(c.virial_ref), np.stack(c.virial_out)
+    nan = bool(~np.isfinite(out).all())
+    diff = np.abs(out - ref)
+    max_abs = float(np.nanmax(diff))
+    rel = float(np.sqrt(np.mean(diff**2)) / max(np.sqrt(np.mean(ref**2)), 1e-12))
+    passed = not nan and max_abs <= tol.virial_per_atom_abs
+    return OutputCheck("virial", max_abs, rel, f"≤ {tol.virial_per_atom_abs:g} eV/atom", passed, nan)
+
+
 def _padding_check(c: _Collected, tol: Tolerances) -> OutputCheck:
     padded = np.concatenate([p.reshape(-1, 3) for p in c.padded_forces]) if c.padded_forces else np.zeros((0, 3))
     nan = bool(~np.isfinite(padded).all())
@@ -138,8 +160,10 @@ def check_parity(
     sizes = [len(z) for z in numbers]
     batches = parity_batches(sizes, batch_size, max_atoms)
     collected = _collect(reference, candidate, numbers, positions, batches, cells, pbc)
-    checks = [_energy_check(collected, tolerances), _forces_check(collected, tolerances),
-              _padding_check(collected, tolerances)]
+    checks = [_energy_check(collected, tolerances), _forces_check(collected, tolerances)]
+    if collected.virial_ref:
+        checks.append(_virial_check(collected, tolerances))
+    checks.append(_padding_check(collected, tolerances))
     return ParityReport(
         passed=all(c.passed for c in checks),
         structures=sum(1 for n in sizes if n <= max_atoms),

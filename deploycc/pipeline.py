@@ -69,7 +69,7 @@ def resolve_settings(target_name: str, device: str | None) -> TargetSettings:
 
 def run_parity(reference: Checkpoint, runner: Runner, settings: TargetSettings, data: Structures) -> ParityReport:
     eager = EagerRunner(copy.deepcopy(reference.model), "cpu")
-    return check_parity(eager.predict, runner.predict, data.numbers, data.positions, settings.tolerances,
+    return check_parity(eager.evaluate, runner.evaluate, data.numbers, data.positions, settings.tolerances,
                         batch_size=min(16, settings.batch.max), max_atoms=settings.atoms.max, cells=data.cells,
                         pbc=data.pbc)
 
@@ -164,7 +164,7 @@ def open_artifact(folder: Path, device: str | None = None) -> tuple[Runner, dict
     manifest = read_manifest(folder)
     artifact = verify_hashes(folder, manifest)
     settings = resolve_settings(manifest["target"], None)
-    settings = TargetSettings(**{**settings.to_dict(), **_settings_from_manifest(manifest)})
+    settings = TargetSettings(**{**settings.to_dict(), **_settings_from_manifest(manifest, settings)})
     settings = settings.with_device(device)
     target = get_target(manifest["target"])
     reason = target.availability(settings)
@@ -173,13 +173,21 @@ def open_artifact(folder: Path, device: str | None = None) -> tuple[Runner, dict
     return open_runner(target, artifact, settings), manifest, settings
 
 
-def _settings_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+def _settings_from_manifest(manifest: dict[str, Any], base: TargetSettings) -> dict[str, Any]:
+    """The settings an artifact was built with.  Keys this version does not know (a tolerance renamed or added
+    by another deploycc version) are ignored; missing ones keep the target file's values."""
+    from dataclasses import asdict, fields
+
     from .targets.settings import Profile, Tolerances
 
-    raw = dict(manifest["settings"])
-    raw["batch"] = Profile(**raw["batch"])
-    raw["atoms"] = Profile(**raw["atoms"])
-    raw["tolerances"] = Tolerances(**raw["tolerances"])
+    def known(cls, values: dict[str, Any]) -> dict[str, Any]:
+        names = {f.name for f in fields(cls)}
+        return {k: v for k, v in values.items() if k in names}
+
+    raw = known(TargetSettings, dict(manifest["settings"]))
+    raw["batch"] = Profile(**known(Profile, raw["batch"]))
+    raw["atoms"] = Profile(**known(Profile, raw["atoms"]))
+    raw["tolerances"] = Tolerances(**{**asdict(base.tolerances), **known(Tolerances, raw["tolerances"])})
     return raw
 
 

@@ -51,7 +51,7 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
     check_structures(data.numbers, data.positions, checkpoint.config.max_z, f"{manifest['model']}/{manifest['target']}",
                      artifact_elements(folder, manifest), unseen_elements, source=str(data_path or "calib"))
     eager = EagerRunner(copy.deepcopy(checkpoint.model), "cpu")
-    report = check_parity(eager.predict, runner.predict, data.numbers, data.positions, settings.tolerances,
+    report = check_parity(eager.evaluate, runner.evaluate, data.numbers, data.positions, settings.tolerances,
                           batch_size=min(16, settings.batch.max), max_atoms=settings.atoms.max,
                           cells=data.cells, pbc=data.pbc)
     out: dict[str, Any] = {"artifact": str(folder), "target": manifest["target"], "device": settings.device,

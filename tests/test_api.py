@@ -100,6 +100,50 @@ def test_periodic_artifact_through_ase_matches_eager_and_supercell(periodic_chec
     supercell = cell.repeat((2, 2, 2))
     supercell.calc = DeployccCalculator(result.folder)
     assert supercell.get_potential_energy() == pytest.approx(8 * e_eager[0], rel=1e-5)
+    _, _, s_eager = eager.evaluate([cell])
+    voigt = atoms.get_stress()  # ASE order xx yy zz yz xz xy, from the ONNX graph's virial
+    np.testing.assert_allclose(voigt[:3], np.diag(s_eager[0]), atol=1e-6)
+    np.testing.assert_allclose(voigt[3:], [s_eager[0][1, 2], s_eager[0][0, 2], s_eager[0][0, 1]], atol=1e-6)
+    np.testing.assert_allclose(supercell.get_stress(), voigt, atol=1e-6)  # intensive
+
+
+def test_stress_uses_the_cell_as_given_and_is_absent_for_molecules(periodic_checkpoint):
+    """A slab's virial is divided by its full cell volume, vacuum included, as ASE's own calculators do."""
+    from ase.build import fcc111
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    predictor = load(periodic_checkpoint)
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=4.0)
+    slab.pbc = (True, True, False)
+    thicker = slab.copy()
+    thicker.center(vacuum=8.0, axis=2)  # the same slab in a taller cell
+    _, _, stresses = predictor.evaluate([slab, thicker])
+    ratio = thicker.get_volume() / slab.get_volume()
+    np.testing.assert_allclose(stresses[0], stresses[1] * ratio, atol=1e-9)
+    assert np.abs(stresses[0]).max() > 1e-4
+    molecule = Atoms("Cu2", positions=[[0, 0, 0], [2.4, 0, 0]])
+    molecule.calc = DeployccCalculator(predictor)
+    molecule.get_potential_energy()
+    with pytest.raises(PropertyNotImplementedError):
+        molecule.get_stress()
+
+
+def test_cell_relaxation_with_the_shipped_metals_preset():
+    """FrechetCellFilter + BFGS on stress and forces: the relaxed Cu lattice constant lands near EMT's, the
+    teacher metals-tiny was distilled from."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.filters import FrechetCellFilter
+
+    def relaxed_a(calc) -> float:
+        atoms = bulk("Cu", "fcc", a=3.75, cubic=True)
+        atoms.calc = calc
+        BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=200)
+        return float(np.cbrt(atoms.get_volume()))
+
+    student, teacher = relaxed_a(DeployccCalculator("metals-tiny")), relaxed_a(EMT())
+    assert abs(student - teacher) / teacher < 0.01
+    assert abs(student - 3.75) > 0.05  # it moved
 
 
 @pytest.mark.parametrize("cell, pbc, message", [

@@ -320,9 +320,9 @@ def test_b21_batch_larger_than_the_profile_is_split(artifact):
         def __getattr__(self, name):
             return getattr(inner, name)
 
-        def predict(self, numbers, positions, *rest):
+        def evaluate(self, numbers, positions, *rest):
             calls.append(int(numbers.shape[0]))
-            return inner.predict(numbers, positions, *rest)
+            return inner.evaluate(numbers, positions, *rest)
 
     predictor.runner = Counting()
     rng = np.random.default_rng(0)

@@ -122,3 +122,22 @@ def test_periodic_structures_keep_3n_minus_3_degrees_of_freedom():
     cluster = cell.copy()
     cluster.pbc = False
     assert degrees_of_freedom(cluster) == 3 * 32 - 6
+
+
+def test_relax_cell_reaches_zero_pressure_before_md(tmp_path):
+    """--relax-cell: a strained Cu cell relaxes its volume by stress (metals-tiny, distilled from EMT) before MD."""
+    atoms = ase.build.bulk("Cu", "fcc", a=3.70, cubic=True).repeat((2, 2, 2))
+    settings = MdSettings(**{**SHORT, "nve_steps": 40, "equilibrate_steps": 10, "relax_cell": True,
+                             "timestep_fs": 2.0, "relax_fmax": 0.01})
+    result = run_md("metals-tiny", atoms, settings)
+    relaxed = result.relax
+    assert relaxed["cell"] and relaxed["converged"]
+    assert relaxed["volume_change"] < -0.03  # a = 3.70 -> ~3.58: about -9% volume
+    assert relaxed["max_stress_gpa"] < 0.1
+
+
+def test_relax_cell_refuses_a_molecule(ethanol):
+    from deploycc.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="periodic structure"):
+        run_md("ultra-tiny", ethanol, MdSettings(**{**SHORT, "relax_cell": True}))

@@ -102,6 +102,25 @@ def test_source_fingerprint_covers_the_model_code(tmp_path, monkeypatch):
     assert versions.source_fingerprint() == edited
 
 
+def test_manifest_from_another_version_opens(tiny_checkpoint, calib_file, tmp_path):
+    """An unknown tolerance key (renamed by another deploycc) is ignored; a missing one keeps the target file's."""
+    from deploycc.pipeline import open_artifact
+    from deploycc.targets.settings import load_settings
+
+    result = build(str(tiny_checkpoint), "torchscript", tmp_path, calib=calib_file)
+    manifest_path = result.folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    tolerances = manifest["settings"]["tolerances"]
+    tolerances["stress_abs"] = tolerances.pop("virial_per_atom_abs")
+    tolerances["forces_abs"] = 0.123
+    manifest["settings"]["from_the_future"] = True
+    manifest_path.write_text(json.dumps(manifest))
+    runner, _manifest, settings = open_artifact(result.folder)
+    assert settings.tolerances.forces_abs == 0.123  # the manifest's value
+    assert settings.tolerances.virial_per_atom_abs == load_settings("torchscript").tolerances.virial_per_atom_abs
+    assert runner.predict(torch.tensor([[6, 1]]), torch.tensor([[[0.0, 0, 0], [1.1, 0, 0]]]))[0].shape == (1,)
+
+
 def test_parity_failure_raises_and_keeps_previous_artifact(tiny_checkpoint, calib_file, tmp_path):
     folder = tmp_path / "tiny-test" / "drifting-test"
     folder.mkdir(parents=True)

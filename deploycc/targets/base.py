@@ -28,30 +28,40 @@ class Exported:
 
 
 class Runner(ABC):
-    """A loaded artifact that maps a padded batch to (energy [B], forces [B, N, 3]).
+    """A loaded artifact that maps a padded batch to (energy [B], forces [B, N, 3]) and, for periodic
+    artifacts, the virial -dE/d(strain) [B, 3, 3] (eV; see deploycc/model/stress.py).
 
-    Subclasses implement `run`; `predict` adds the periodic inputs (cell, pbc, lattice shifts) for
+    Subclasses implement `run`; `evaluate` adds the periodic inputs (cell, pbc, lattice shifts) for
     artifacts of periodic models and refuses periodic structures for the others."""
 
     device: str = "cpu"
-    periodic: bool = False  # the artifact takes (numbers, positions, cell, pbc, shifts)
+    periodic: bool = False  # takes (numbers, positions, cell, pbc, shifts), returns the virial
     cutoff: float = 0.0
+
+    def evaluate(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
+                 pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Energy, forces and virial (None for molecular artifacts).  Inputs on any device (int64 [B, N],
+        float32 [B, N, 3], optional cells [B, 3, 3] and pbc flags [B, 3]); outputs on the runner's device."""
+        if self.periodic:
+            out = self.run(*periodic_inputs(numbers, positions, cell, pbc, self.cutoff))
+        elif has_periodic(pbc):
+            raise UserInputError("periodic structures given to an artifact built without PBC support; "
+                                 "train a periodic model (e.g. --model metals-tiny) or set pbc=False")
+        else:
+            out = self.run(numbers, positions)
+        return out[0], out[1], (out[2] if len(out) > 2 else None)
 
     def predict(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
                 pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs on any device (int64 [B, N], float32 [B, N, 3], optional cells [B, 3, 3] and pbc
-        flags [B, 3]); outputs on the runner's device."""
-        if self.periodic:
-            return self.run(*periodic_inputs(numbers, positions, cell, pbc, self.cutoff))
-        if has_periodic(pbc):
-            raise UserInputError("periodic structures given to an artifact built without PBC support; "
-                                 "train a periodic model (e.g. --model metals-tiny) or set pbc=False")
-        return self.run(numbers, positions)
+        """Energy and forces (see `evaluate`)."""
+        energy, forces, _virial = self.evaluate(numbers, positions, cell, pbc)
+        return energy, forces
 
     @abstractmethod
     def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The artifact's own call; `periodic` is (cell, pbc, shifts) for periodic artifacts, else empty."""
+            ) -> tuple[torch.Tensor, ...]:
+        """The artifact's own call; `periodic` is (cell, pbc, shifts) for periodic artifacts, else empty.
+        Returns (energy, forces), plus the virial for periodic artifacts."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
@@ -72,17 +82,18 @@ class ChunkedRunner(Runner):
         self.periodic = inner.periodic
         self.cutoff = inner.cutoff
 
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
-                pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
+                 pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if numbers.shape[0] <= self.chunk:
-            return self.inner.predict(numbers, positions, cell, pbc)
+            return self.inner.evaluate(numbers, positions, cell, pbc)
         part = lambda x, k: None if x is None else x[k : k + self.chunk]  # noqa: E731
-        parts = [self.inner.predict(numbers[k : k + self.chunk], positions[k : k + self.chunk], part(cell, k),
-                                    part(pbc, k)) for k in range(0, numbers.shape[0], self.chunk)]
-        return torch.cat([e for e, _ in parts]), torch.cat([f for _, f in parts])
+        parts = [self.inner.evaluate(numbers[k : k + self.chunk], positions[k : k + self.chunk], part(cell, k),
+                                     part(pbc, k)) for k in range(0, numbers.shape[0], self.chunk)]
+        virial = None if parts[0][2] is None else torch.cat([w for _, _, w in parts])
+        return torch.cat([e for e, _, _ in parts]), torch.cat([f for _, f, _ in parts]), virial
 
     def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, ...]:
         return self.inner.run(numbers, positions, *periodic)
 
     def synchronize(self) -> None:

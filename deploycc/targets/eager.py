@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..model import StudentModel, energy_and_forces
+from ..model import StudentModel, energy_and_forces, energy_forces_virial
 from .base import Exported, Runner, Target, register
 from .settings import TargetSettings
 
@@ -20,9 +20,11 @@ class EagerRunner(Runner):
         self.cutoff = model.cutoff
 
     def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, ...]:
         periodic = tuple(x.to(self.device) for x in periodic)
-        return energy_and_forces(self.model, numbers.to(self.device), positions.to(self.device), *periodic)
+        if periodic:
+            return energy_forces_virial(self.model, numbers.to(self.device), positions.to(self.device), *periodic)
+        return energy_and_forces(self.model, numbers.to(self.device), positions.to(self.device))
 
 
 class EagerTarget(Target):

@@ -48,6 +48,7 @@ class OrtRunner(Runner):
         self.device = device
         self.output_dtype = torch.float16 if self._output_is_fp16() else torch.float32
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]  # energy, forces[, virial]
         self.periodic = self.input_names == INPUT_NAMES + PERIODIC_INPUT_NAMES
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.cutoff = float(metadata.get("cutoff", 0.0))
@@ -56,29 +57,30 @@ class OrtRunner(Runner):
         return self.session.get_outputs()[1].type == "tensor(float16)"
 
     def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, ...]:
         if not self.device.startswith("cuda"):
             feeds = {name: x.detach().cpu().numpy() for name, x in zip(self.input_names, (numbers, positions, *periodic))}
-            energy, forces = self.session.run(None, feeds)
-            return torch.from_numpy(energy), torch.from_numpy(forces)
+            return tuple(torch.from_numpy(out) for out in self.session.run(None, feeds))
         return self._predict_bound(numbers, positions, *periodic)
 
     def _predict_bound(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, ...]:
         numbers = numbers.to(self.device).contiguous()
         b, n = numbers.shape
-        energy = torch.empty(b, device=self.device, dtype=torch.float32)
-        forces = torch.empty(b, n, 3, device=self.device, dtype=torch.float32)
+        outputs = {"energy": torch.empty(b, device=self.device, dtype=torch.float32),
+                   "forces": torch.empty(b, n, 3, device=self.device, dtype=torch.float32),
+                   "virial": torch.empty(b, 3, 3, device=self.device, dtype=torch.float32)}
+        outputs = {name: outputs[name] for name in self.output_names}
         index = torch.device(self.device).index or 0
         binding = self.session.io_binding()
         binding.bind_input("numbers", "cuda", index, np.int64, tuple(numbers.shape), numbers.data_ptr())
         floats = [x.to(self.device, torch.float32).contiguous() for x in (positions, *periodic)]
         for name, tensor in zip(self.input_names[1:], floats):
             binding.bind_input(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
-        binding.bind_output("energy", "cuda", index, np.float32, (b,), energy.data_ptr())
-        binding.bind_output("forces", "cuda", index, np.float32, (b, n, 3), forces.data_ptr())
+        for name, tensor in outputs.items():
+            binding.bind_output(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
         self.session.run_with_iobinding(binding)
-        return energy, forces
+        return tuple(outputs.values())
 
 
 class OnnxTarget(Target):

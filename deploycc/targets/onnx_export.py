@@ -1,4 +1,4 @@
-"""One flat ONNX graph computing energy and forces: make_fx of energy + its gradient, then the dynamo
+"""One flat ONNX graph computing energy and forces (and the virial, for periodic models): make_fx of energy + its gradient, then the dynamo
 exporter with dynamic batch and atom axes, simplification, and onnx.checker.
 
 `torch.export` and both ONNX exporters fail on `autograd.grad` inside a forward, so the backward pass is
@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from ..errors import MissingDependencyError
+from ..model.stress import energy_forces_virial
 from .settings import TargetSettings
 
 INPUT_NAMES = ["numbers", "positions"]
 PERIODIC_INPUT_NAMES = ["cell", "pbc", "shifts"]
 OUTPUT_NAMES = ["energy", "forces"]
+PERIODIC_OUTPUT_NAMES = ["virial"]  # -dE/d(strain) [B, 3, 3], eV
 
 
 class _Graph(nn.Module):
@@ -53,8 +55,10 @@ def trace_energy_forces(model: nn.Module, device: str) -> nn.Module:
         parameter.requires_grad_(False)
 
     def energy_forces(numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor):
+        if periodic:  # the virial too: one backward over positions and a zero strain (deploycc/model/stress.py)
+            return energy_forces_virial(model, numbers, positions, *periodic)
         pos = positions.clone().requires_grad_(True)
-        energy = model(numbers, pos, *periodic)
+        energy = model(numbers, pos)
         (grad,) = torch.autograd.grad(energy.sum(), pos)
         return energy, -grad
 
@@ -126,7 +130,8 @@ def export_onnx(model: nn.Module, settings: TargetSettings, path: Path) -> dict[
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph, example_inputs(settings.device, periodic), dynamo=True, opset_version=settings.opset,
-            input_names=INPUT_NAMES + (PERIODIC_INPUT_NAMES if periodic else []), output_names=OUTPUT_NAMES,
+            input_names=INPUT_NAMES + (PERIODIC_INPUT_NAMES if periodic else []),
+            output_names=OUTPUT_NAMES + (PERIODIC_OUTPUT_NAMES if periodic else []),
             dynamic_shapes=dynamic_axes(periodic), optimize=True, verbose=False)
     proto = program.model_proto
     tool = None

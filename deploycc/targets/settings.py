@@ -26,11 +26,13 @@ class Profile:
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Parity tolerances: energy per atom (abs, eV/atom); forces abs (eV/A) or relative RMSE (fraction)."""
+    """Parity tolerances: energy per atom (abs, eV/atom); forces abs (eV/A) or relative RMSE (fraction);
+    virial per atom abs (eV/atom, periodic structures of periodic artifacts only)."""
 
     energy_per_atom_abs: float = 1e-5
     forces_abs: float = 1e-4
     forces_rel: float = 1e-4
+    virial_per_atom_abs: float = 1e-4
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""TorchScript: a scripted wrapper whose forward returns energy and -dE/dR (autograd inside the graph)."""
+"""TorchScript: a scripted wrapper whose forward returns energy and -dE/dR, plus the virial for periodic models
+(autograd inside the graph)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..model import EnergyForces, StudentModel
+from ..model import EnergyForces, EnergyForcesVirial, StudentModel
 from .base import Exported, Runner, Target, register
 from .settings import TargetSettings
 
@@ -19,7 +20,7 @@ class TorchScriptRunner(Runner):
         self.cutoff = float(getattr(module, "cutoff", 0.0))
 
     def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, ...]:
         periodic = tuple(x.to(self.device) for x in periodic)
         return self.module(numbers.to(self.device), positions.to(self.device), *periodic)
 
@@ -33,7 +34,9 @@ class TorchScriptTarget(Target):
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         # torch.jit.trace cannot record the backward pass; scripting keeps autograd.grad in the graph.
-        scripted = torch.jit.script(EnergyForces(model.to(settings.device).eval()))
+        model = model.to(settings.device).eval()
+        wrapper = EnergyForcesVirial(model) if model.periodic else EnergyForces(model)
+        scripted = torch.jit.script(wrapper)
         path = out_dir / self.artifact_file
         torch.jit.save(scripted, str(path))
         return Exported(path)

@@ -97,10 +97,11 @@ def test_periodic_artifact_matches_eager_or_the_target_refuses_periodic_models(b
     runner = target.runner(exported.path, settings)
     assert runner.periodic
     data = read_h5(periodic_calib_file)
-    report = check_parity(EagerRunner(model, "cpu").predict, runner.predict, data.numbers, data.positions,
+    report = check_parity(EagerRunner(model, "cpu").evaluate, runner.evaluate, data.numbers, data.positions,
                           settings.tolerances, batch_size=4, max_atoms=settings.atoms.max, cells=data.cells,
                           pbc=data.pbc)
     assert report.passed, report.to_dict()
+    assert [c.name for c in report.checks] == ["energy", "forces", "virial", "padded forces"]  # the virial is exported
 
 
 def test_molecular_artifact_refuses_periodic_structures(built):

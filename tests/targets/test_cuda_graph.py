@@ -1,4 +1,5 @@
-"""cuda-graph target: bucket arithmetic and availability on CPU; capture and replay on a GPU."""
+"""cuda-graph and cuda-graph-fused targets: bucket arithmetic and availability on CPU; capture, replay and
+parity on a GPU (both targets, through one parametrized fixture)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from deploycc.errors import UserInputError
 from deploycc.model import StudentModel, energy_and_forces
 from deploycc.parity import check_parity
 from deploycc.targets.cuda_graph import CudaGraphTarget, atom_bucket, batch_bucket
+from deploycc.targets.cuda_graph_fused import FusedCudaGraphTarget
 from deploycc.targets.settings import Profile, load_settings
 
 from random_structures import molecules
@@ -46,11 +48,12 @@ def test_unavailable_without_gpu() -> None:
 
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory):
-    settings = replace(load_settings("cuda-graph"), device="cuda", batch=Profile(1, 4, 4), atoms=Profile(1, 16, 40))
-    target = CudaGraphTarget()
-    exported = target.export(tiny_model(), settings, Path(tmp_path_factory.mktemp("cuda-graph")))
+@pytest.fixture(scope="module", params=[CudaGraphTarget, FusedCudaGraphTarget], ids=["eager-step", "fused-step"])
+def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """cuda-graph and cuda-graph-fused share the runner (buckets, capture, replay): one set of GPU tests."""
+    target = request.param()
+    settings = replace(load_settings(target.name), device="cuda", batch=Profile(1, 4, 4), atoms=Profile(1, 16, 40))
+    exported = target.export(tiny_model(), settings, Path(tmp_path_factory.mktemp(target.name)))
     return target.runner(exported.path, settings), settings
 
 
