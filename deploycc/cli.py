@@ -288,6 +288,38 @@ def verify_cmd(
     console.print("[green]verified[/green]")
 
 
+@app.command("predict")
+def predict_cmd(
+    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    structures: Path = typer.Option(..., help="structures to evaluate: extxyz / any ASE-readable file / deploycc HDF5"),
+    out: Path = typer.Option(..., help="write the labelled structures here (extended XYZ, input order)"),
+    device: Optional[str] = typer.Option(None, help="run on this device (default: the artifact's)"),
+    unseen_elements: str = typer.Option("warn", help="elements absent from the training data: warn, refuse, allow"),
+) -> None:
+    """Energies, forces (and stress, from periodic artifacts) for every structure of a file: the screening run."""
+    import warnings
+
+    from rich.progress import Progress
+
+    from .api import load
+    from .errors import UnseenElementWarning
+    from .predict import predict_file
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenElementWarning)
+        predictor = load(artifact, device, unseen_elements)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("predict", total=None)
+            report = predict_file(predictor, structures, out,
+                                  on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UnseenElementWarning)):
+        errors.print(f"warning: {message}", markup=False, soft_wrap=True)
+    console.print(f"{report.structures} structures ({report.atoms} atoms) with {predictor.label}: "
+                  f"{report.seconds:.2f} s in the model, {report.structures_per_second:,.0f} structures/s; "
+                  f"energy, forces{', stress' if report.stress else ''} written to {report.out}",
+                  markup=False, soft_wrap=True)
+
+
 @app.command("md")
 def md_cmd(
     artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
