@@ -110,7 +110,8 @@ class Predictor:
         self.elements = None if elements is None else frozenset(int(e) for e in elements)  # None: unknown
         self.unseen_elements = check_unseen_policy(unseen_elements)
 
-    def _check(self, atoms_list: Sequence) -> None:
+    def validate(self, atoms_list: Sequence) -> None:
+        """Refuse the first bad structure (one-line UserInputError naming its index in `atoms_list`)."""
         for k, atoms in enumerate(atoms_list):
             z = atoms.get_atomic_numbers()
             where = f"structure {k} ({formula(z)})" if len(z) else f"structure {k}"
@@ -142,7 +143,7 @@ class Predictor:
         (eV/Angstrom^3, ASE's convention: (1/V) dE/d(strain) with V the volume of the cell as given; NaN for
         structures without periodic axes or without a cell volume)."""
         atoms_list = list(atoms_list)
-        self._check(atoms_list)
+        self.validate(atoms_list)
         energies = np.zeros(len(atoms_list))
         forces: list[np.ndarray] = [np.zeros((0, 3))] * len(atoms_list)
         stresses = np.full((len(atoms_list), 3, 3), np.nan) if self.runner.periodic else None

@@ -82,7 +82,7 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
     import ase.io
 
     atoms_list = read_atoms(structures)
-    predictor._check(atoms_list)  # every bad structure is refused, by its index in the file, before any work
+    predictor.validate(atoms_list)  # every bad structure is refused, by its index in the file, before any work
     results, seconds, with_stress = [], 0.0, False
     for start in range(0, len(atoms_list), CHUNK):
         chunk = atoms_list[start : start + CHUNK]
