@@ -110,9 +110,10 @@ class Predictor:
         self.elements = None if elements is None else frozenset(int(e) for e in elements)  # None: unknown
         self.unseen_elements = check_unseen_policy(unseen_elements)
 
-    def validate(self, atoms_list: Sequence) -> None:
-        """Refuse the first bad structure (one-line UserInputError naming its index in `atoms_list`)."""
-        for k, atoms in enumerate(atoms_list):
+    def validate(self, atoms_list: Sequence, first_index: int = 0) -> None:
+        """Refuse the first bad structure (one-line UserInputError naming its index, counted from
+        `first_index` when `atoms_list` is one chunk of a longer file)."""
+        for k, atoms in enumerate(atoms_list, start=first_index):
             z = atoms.get_atomic_numbers()
             where = f"structure {k} ({formula(z)})" if len(z) else f"structure {k}"
             if len(z) == 0:

@@ -1,9 +1,11 @@
 """`deploycc predict`: energies, forces (and stress, from periodic artifacts) for every structure of a file,
 written back as extended XYZ in input order: the high-throughput screening run.
 
-Structures are read with ASE (any format it reads) or from a deploycc HDF5 file, evaluated in chunks
-(similar sizes share a padded batch, see `Predictor.evaluate`), and written to a temporary file that is
-renamed over `out` at the end, so an interrupted run never leaves a half-written file.
+Structures are streamed from the file (ASE's `iread` for any format it reads; a deploycc HDF5 file is read
+whole, it is compact), so memory stays at one chunk however long the file is: a first pass validates every
+structure (a bad one is refused by its index before any work), a second evaluates chunk by chunk (similar
+sizes share a padded batch, see `Predictor.evaluate`) and appends to a temporary file that is renamed over
+`out` at the end, so an interrupted run never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -37,8 +39,9 @@ class PredictReport:
         return self.structures / self.seconds if self.seconds > 0 else float("inf")
 
 
-def read_atoms(path: Path) -> list:
-    """Every structure of `path` as ase.Atoms (deploycc HDF5 or any ASE-readable file); one-line errors."""
+def iter_atoms(path: Path) -> Iterator:
+    """Every structure of `path` as ase.Atoms, streamed (deploycc HDF5 or any ASE-readable file); one-line
+    errors for a missing, unreadable or empty file."""
     from ase import Atoms
 
     from .data.schema import read_h5
@@ -50,17 +53,33 @@ def read_atoms(path: Path) -> list:
         data = read_h5(path)
         cells = data.cells if data.cells is not None else np.zeros((len(data), 3, 3))
         pbc = data.pbc if data.pbc is not None else np.zeros((len(data), 3), dtype=bool)
-        return [Atoms(numbers=z, positions=r, cell=c, pbc=p)
-                for z, r, c, p in zip(data.numbers, data.positions, cells, pbc)]
+        for z, r, c, p in zip(data.numbers, data.positions, cells, pbc):
+            yield Atoms(numbers=z, positions=r, cell=c, pbc=p)
+        return
     import ase.io
 
+    count = 0
     try:
-        atoms_list = ase.io.read(str(path), index=":")
+        for atoms in ase.io.iread(str(path), index=":"):
+            count += 1
+            yield atoms
     except Exception as exc:  # ASE raises many types for unreadable files
         raise UserInputError(f"cannot read {path} with ASE ({type(exc).__name__}: {str(exc)[:100]})") from None
-    if not atoms_list:
+    if count == 0:
         raise UserInputError(f"{path} holds no structures")
-    return list(atoms_list)
+
+
+def chunks(path: Path, size: int | None = None) -> Iterator[list]:
+    """Lists of at most `size` (default CHUNK) structures from `path`, in file order."""
+    size = size or CHUNK
+    chunk: list = []
+    for atoms in iter_atoms(path):
+        chunk.append(atoms)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def labelled(atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None):
@@ -81,26 +100,31 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
     """Evaluate every structure of `structures` with `predictor` and write them, labelled, to `out` (extxyz)."""
     import ase.io
 
-    atoms_list = read_atoms(structures)
-    predictor.validate(atoms_list)  # every bad structure is refused, by its index in the file, before any work
-    results, seconds, with_stress = [], 0.0, False
-    for start in range(0, len(atoms_list), CHUNK):
-        chunk = atoms_list[start : start + CHUNK]
-        begin = time.perf_counter()
-        energies, forces, stresses = predictor.evaluate(chunk)
-        seconds += time.perf_counter() - begin
-        for k, atoms in enumerate(chunk):
-            stress = None if stresses is None else stresses[k]
-            with_stress |= stress is not None and bool(np.isfinite(stress).all())
-            results.append(labelled(atoms, float(energies[k]), forces[k], stress))
-        if on_progress is not None:
-            on_progress(min(start + CHUNK, len(atoms_list)), len(atoms_list))
+    total = 0
+    for chunk in chunks(structures):  # pass 1: every bad structure is refused, by its index, before any work
+        predictor.validate(chunk, first_index=total)
+        total += len(chunk)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    done, atoms_count, seconds, with_stress = 0, 0, 0.0, False
     try:
-        ase.io.write(str(temporary), results, format="extxyz")
+        with open(temporary, "w") as handle:
+            for chunk in chunks(structures):  # pass 2: evaluate and append, one chunk in memory
+                begin = time.perf_counter()
+                energies, forces, stresses = predictor.evaluate(chunk)
+                seconds += time.perf_counter() - begin
+                results = []
+                for k, atoms in enumerate(chunk):
+                    stress = None if stresses is None else stresses[k]
+                    with_stress |= stress is not None and bool(np.isfinite(stress).all())
+                    results.append(labelled(atoms, float(energies[k]), forces[k], stress))
+                ase.io.write(handle, results, format="extxyz")
+                done += len(chunk)
+                atoms_count += sum(len(a) for a in chunk)
+                if on_progress is not None:
+                    on_progress(done, total)
         os.replace(temporary, out)
     finally:
         temporary.unlink(missing_ok=True)
-    return PredictReport(len(atoms_list), sum(len(a) for a in atoms_list), seconds, out, with_stress)
+    return PredictReport(done, atoms_count, seconds, out, with_stress)

@@ -83,3 +83,23 @@ def test_unreadable_input_is_one_line_exit_65(content, fragment, tmp_path):
     assert result.returncode == 65, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_long_files_stream_in_chunks_with_file_indices(tiny_checkpoint, tmp_path, monkeypatch):
+    import deploycc.predict as predict
+
+    monkeypatch.setattr(predict, "CHUNK", 3)  # 8 structures: chunks of 3, 3, 2
+    inputs = molecules(8, seed=9)
+    ase.io.write(tmp_path / "in.extxyz", inputs)
+    progress: list[tuple[int, int]] = []
+    report = predict_file(load(tiny_checkpoint), tmp_path / "in.extxyz", tmp_path / "out.extxyz",
+                          on_progress=lambda done, total: progress.append((done, total)))
+    assert report.structures == 8 and progress == [(3, 8), (6, 8), (8, 8)]
+    written = ase.io.read(tmp_path / "out.extxyz", index=":")
+    energies, _ = load(tiny_checkpoint).predict(inputs)
+    np.testing.assert_allclose([a.get_potential_energy() for a in written], energies, atol=1e-5)
+    inputs[7] = Atoms("CC", positions=[[0, 0, 0], [0, 0, 0]])  # in the last chunk: named by its file index
+    ase.io.write(tmp_path / "bad.extxyz", inputs)
+    with pytest.raises(UserInputError, match="structure 7 "):
+        predict_file(load(tiny_checkpoint), tmp_path / "bad.extxyz", tmp_path / "bad-out.extxyz")
+    assert not (tmp_path / "bad-out.extxyz").exists()
