@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     sessions = [session(args.old, args.threads), session(args.new, args.threads)]
     rng = np.random.default_rng(0)
-    print(f"| batch | old ms/molecule | new ms/molecule | speed-up |\n|---:|---:|---:|---:|")
+    print("| batch | old ms/molecule | new ms/molecule | speed-up |\n|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         numbers = np.full((batch, 28), 6, np.int64)
         numbers[:, :10], numbers[:, 25:] = 1, 0
