@@ -139,12 +139,15 @@ class Predictor:
         energies, forces, _stresses = self.evaluate(atoms_list)
         return energies, forces
 
-    def evaluate(self, atoms_list: Sequence) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+    def evaluate(self, atoms_list: Sequence, check: bool = True
+                 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
         """Energies [B] (eV), forces [n_k, 3] (eV/Angstrom) and, from periodic artifacts, stresses [B, 3, 3]
         (eV/Angstrom^3, ASE's convention: (1/V) dE/d(strain) with V the volume of the cell as given; NaN for
-        structures without periodic axes or without a cell volume)."""
+        structures without periodic axes or without a cell volume).  `check=False` skips `validate` for
+        structures the caller has already validated."""
         atoms_list = list(atoms_list)
-        self.validate(atoms_list)
+        if check:
+            self.validate(atoms_list)
         energies = np.zeros(len(atoms_list))
         forces: list[np.ndarray] = [np.zeros((0, 3))] * len(atoms_list)
         stresses = np.full((len(atoms_list), 3, 3), np.nan) if self.runner.periodic else None
@@ -160,12 +163,12 @@ class Predictor:
             energy, force, virial = self.runner.evaluate(z, r, *periodic)
             energy = energy.detach().double().cpu().numpy()
             force = force.detach().double().cpu().numpy()
+            virial = None if virial is None else virial.detach().double().cpu().numpy()
             for row, k in enumerate(idx):
                 energies[k] = energy[row]
                 forces[k] = force[row, : len(atoms_list[k])]
                 if virial is not None and stresses is not None and np.any(atoms_list[k].get_pbc()):
-                    stresses[k] = stress_from_virial(virial[row].detach().double().cpu().numpy(),
-                                                     atoms_list[k].get_cell().array)
+                    stresses[k] = stress_from_virial(virial[row], atoms_list[k].get_cell().array)
         return energies, forces, stresses
 
 

@@ -179,13 +179,13 @@ def read_structure(path: Path):
     """The (last) structure of any ASE-readable file; missing or unreadable files are user errors."""
     import ase.io
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"structure file {path} does not exist")
+    from .data.schema import existing_structure_file, unreadable
+
+    path = existing_structure_file(path)
     try:
         atoms = ase.io.read(str(path))
     except Exception as exc:  # ASE raises many types for unreadable files
-        raise UserInputError(f"cannot read {path} with ASE ({type(exc).__name__}: {str(exc)[:100]})") from None
+        raise unreadable(path, exc) from None
     if isinstance(atoms, list):
         atoms = atoms[-1] if atoms else None
     if atoms is None or len(atoms) == 0:

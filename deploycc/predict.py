@@ -44,11 +44,9 @@ def iter_atoms(path: Path) -> Iterator:
     errors for a missing, unreadable or empty file."""
     from ase import Atoms
 
-    from .data.schema import read_h5
+    from .data.schema import existing_structure_file, read_h5, unreadable
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"structure file {path} does not exist")
+    path = existing_structure_file(path)
     if path.suffix in (".h5", ".hdf5"):
         data = read_h5(path)
         cells = data.cells if data.cells is not None else np.zeros((len(data), 3, 3))
@@ -64,7 +62,7 @@ def iter_atoms(path: Path) -> Iterator:
             count += 1
             yield atoms
     except Exception as exc:  # ASE raises many types for unreadable files
-        raise UserInputError(f"cannot read {path} with ASE ({type(exc).__name__}: {str(exc)[:100]})") from None
+        raise unreadable(path, exc) from None
     if count == 0:
         raise UserInputError(f"{path} holds no structures")
 
@@ -112,7 +110,7 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
         with open(temporary, "w") as handle:
             for chunk in chunks(structures):  # pass 2: evaluate and append, one chunk in memory
                 begin = time.perf_counter()
-                energies, forces, stresses = predictor.evaluate(chunk)
+                energies, forces, stresses = predictor.evaluate(chunk, check=False)  # validated in pass 1
                 seconds += time.perf_counter() - begin
                 results = []
                 for k, atoms in enumerate(chunk):

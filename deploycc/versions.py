@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 from importlib import metadata
+from pathlib import Path
 
 
 def _version(package: str) -> str | None:
@@ -31,9 +33,6 @@ _ARTIFACT_SOURCES = ("model", "targets", "periodic.py", "batching.py", "checkpoi
 
 def source_fingerprint() -> str:
     """sha256 over the artifact-defining source files of this deploycc installation."""
-    import hashlib
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for entry in _ARTIFACT_SOURCES:

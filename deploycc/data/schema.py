@@ -221,11 +221,22 @@ def from_atoms(atoms_list: list, group: np.ndarray | None = None, require_labels
     )
 
 
-def read_structures(path: Path) -> Structures:
-    """Any supported file: a deploycc HDF5, or anything ASE can read (extxyz, ASE database, ...)."""
+def existing_structure_file(path: Path) -> Path:
+    """`path` as a Path, or a one-line UserInputError when there is no such file."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"structure file {path} does not exist")
+    return path
+
+
+def unreadable(path: Path, exc: Exception) -> UserInputError:
+    """The one-line error for a file ASE could not read (ASE raises many exception types)."""
+    return UserInputError(f"cannot read {path} with ASE ({type(exc).__name__}: {str(exc)[:100]})")
+
+
+def read_structures(path: Path) -> Structures:
+    """Any supported file: a deploycc HDF5, or anything ASE can read (extxyz, ASE database, ...)."""
+    path = existing_structure_file(path)
     if path.suffix in (".h5", ".hdf5"):
         return read_h5(path)
     import ase.io
@@ -233,7 +244,7 @@ def read_structures(path: Path) -> Structures:
     try:
         atoms_list = ase.io.read(str(path), index=":")
     except Exception as exc:  # ASE raises many types for unreadable files
-        raise UserInputError(f"cannot read {path} with ASE ({type(exc).__name__}: {str(exc)[:100]})") from None
+        raise unreadable(path, exc) from None
     if not atoms_list:
         raise UserInputError(f"{path} holds no structures")
     return from_atoms(atoms_list)

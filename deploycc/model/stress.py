@@ -3,8 +3,8 @@ turns it into stress, sigma = -W / V (`stress_from_virial`).
 
 A homogeneous strain eps (a zero [B, 3, 3] tensor that requires grad) deforms positions and cell together,
 r' = r (I + eps) and cell' = cell (I + eps), so fractional coordinates, the minimum-image wrap and the lattice
-shifts all follow it.  W = -dE/d(eps) at eps = 0 (eV; sum_ij r_ij (x) f_ij for a pair potential).  Both gradients come
-from one `autograd.grad` over (positions, strain): a few 3x3 products beyond the forces.
+shifts all follow it.  W = -dE/d(eps) at eps = 0 (eV; sum_ij r_ij (x) f_ij for a pair potential).  Both
+gradients come from one `autograd.grad` over (positions, strain): a few 3x3 products beyond the forces.
 
 The graphs return the virial, not the stress, because the volume is the user's: the cell a graph sees has
 its open axes replaced by unit vectors (`periodic.check_cell`), while ASE divides a slab's virial by the

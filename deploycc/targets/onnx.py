@@ -67,10 +67,9 @@ class OrtRunner(Runner):
                        ) -> tuple[torch.Tensor, ...]:
         numbers = numbers.to(self.device).contiguous()
         b, n = numbers.shape
-        outputs = {"energy": torch.empty(b, device=self.device, dtype=torch.float32),
-                   "forces": torch.empty(b, n, 3, device=self.device, dtype=torch.float32),
-                   "virial": torch.empty(b, 3, 3, device=self.device, dtype=torch.float32)}
-        outputs = {name: outputs[name] for name in self.output_names}
+        shapes = {"energy": (b,), "forces": (b, n, 3), "virial": (b, 3, 3)}
+        outputs = {name: torch.empty(shapes[name], device=self.device, dtype=torch.float32)
+                   for name in self.output_names}
         index = torch.device(self.device).index or 0
         binding = self.session.io_binding()
         binding.bind_input("numbers", "cuda", index, np.int64, tuple(numbers.shape), numbers.data_ptr())

@@ -1,5 +1,5 @@
-"""One flat ONNX graph computing energy and forces (and the virial, for periodic models): make_fx of energy + its gradient, then the dynamo
-exporter with dynamic batch and atom axes, simplification, and onnx.checker.
+"""One flat ONNX graph computing energy and forces (and the virial, for periodic models): make_fx of energy
++ its gradient, then the dynamo exporter with dynamic batch and atom axes, simplification, and onnx.checker.
 
 `torch.export` and both ONNX exporters fail on `autograd.grad` inside a forward, so the backward pass is
 first traced into an ATen graph by `make_fx` (symbolic shapes, core ATen decompositions).
