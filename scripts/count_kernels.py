@@ -1,21 +1,26 @@
-"""GPU kernels launched by one energy+forces call of a preset, eager step vs Inductor-fused step.
+"""GPU kernels and replay time of one energy+forces call of a preset, eager step vs Inductor-fused step.
 
-A CUDA-graph replay costs roughly (kernels x per-kernel launch gap), so this count is what bounds the
-batch-1 latency of `cuda-graph` and `cuda-graph-fused`.  Usage (needs a CUDA GPU):
-    python3 scripts/count_kernels.py [--model tiny] [--atoms 32] [--batch 1]
+A CUDA-graph replay costs roughly (kernels x per-kernel gap), so the kernel count is what bounds the
+batch-1 latency of `cuda-graph` and `cuda-graph-fused`.  For each step this prints the kernels per call,
+the first call's time (Inductor compiles there), the replay of the captured graph alone (CUDA events), and
+the whole runner call with device-resident inputs (pad, copy in, replay, copy out), so that graph time and
+runner overhead can be told apart.  Usage (needs a CUDA GPU):
+    python3 scripts/count_kernels.py [--model tiny] [--atoms 25] [--batch 1] [--iters 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from deploycc.checkpoint import load_checkpoint
-from deploycc.targets.cuda_graph import eager_step
+from deploycc.targets.cuda_graph import CudaGraphRunner, eager_step
 from deploycc.targets.cuda_graph_fused import fused_step
+from deploycc.targets.settings import load_settings
 
 
 def kernels_per_call(step, numbers: torch.Tensor, positions: torch.Tensor) -> int:
@@ -30,24 +35,62 @@ def kernels_per_call(step, numbers: torch.Tensor, positions: torch.Tensor) -> in
     return sum(1 for n in names if not n.lower().startswith(("memcpy", "memset")))
 
 
+def median_ms(call, iters: int) -> float:
+    """Median of per-call device times (CUDA events), after a warm-up."""
+    for _ in range(20):
+        call()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def wall_ms(call, iters: int) -> float:
+    """Mean host wall time per call over back-to-back calls (one synchronize at the end)."""
+    call()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        call()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iters * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--atoms", type=int, default=32)
+    parser.add_argument("--atoms", type=int, default=25)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=2000)
     args = parser.parse_args()
     model = load_checkpoint(args.model).model
     numbers = torch.randint(1, 9, (args.batch, args.atoms), device="cuda")
     positions = torch.randn(args.batch, args.atoms, 3, device="cuda") * 1.6
-    print(f"| step | kernels per call ({args.model}, batch {args.batch}, {args.atoms} atoms) | first call s |")
-    print("|---|---:|---:|")
+    settings = replace(load_settings("cuda-graph"), device="cuda")
+    print(f"{args.model}, batch {args.batch}, {args.atoms} atoms, {torch.cuda.get_device_name()}, "
+          f"torch {torch.__version__}")
+    print("| step | kernels per call | first call s | graph replay ms | runner call ms (events) "
+          "| runner call ms (wall, back-to-back) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, make in (("eager (cuda-graph)", eager_step), ("inductor (cuda-graph-fused)", fused_step)):
         start = time.perf_counter()
         step = make(model, "cuda")
         step(numbers, positions)
         torch.cuda.synchronize()
         first = time.perf_counter() - start
-        print(f"| {name} | {kernels_per_call(step, numbers, positions)} | {first:.1f} |")
+        kernels = kernels_per_call(step, numbers, positions)
+        runner = CudaGraphRunner(step, settings, label=name)
+        runner.predict(numbers, positions)
+        (captured,) = runner.graphs.values()
+        replay = median_ms(captured.graph.replay, args.iters)
+        call = median_ms(lambda: runner.predict(numbers, positions), args.iters)
+        wall = wall_ms(lambda: runner.predict(numbers, positions), args.iters)
+        print(f"| {name} | {kernels} | {first:.1f} | {replay:.4f} | {call:.4f} | {wall:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 #   1. optionally distil the three presets on CUDA (TRAIN_MINUTES > 0; needs the dataset at $DATA),
 #   2. count kernels per call (eager vs Inductor-fused), build tiny for every target available on CUDA, each
 #      with parity against eager on calib/,
-#   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT.
+#   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT,
+#   4. run the GPU-marked tests of the CUDA-graph targets (PYTEST=0 skips them).
 # Usage: OUT=/tmp/out [ART=/tmp/art] [TARGETS="eager cuda-graph-fused"] [KERNELS=0] [TRAIN_MINUTES=5 DATA=work/molecules.h5] \
 #        bash scripts/gpu_check.sh
 set -uo pipefail
@@ -34,7 +35,7 @@ if [ "$TRAIN_MINUTES" != "0" ] && [ -f "$DATA" ]; then
   cp "$OUT"/presets/*.pt deploycc/presets/ 2>/dev/null || true
 fi
 
-$DCC targets --device cuda | tee "$OUT/targets.txt"
+$DCC targets --device cuda | tee -a "$OUT/gpu.txt"
 # TARGETS trims the list when device time is short; Inductor's compile cache (/tmp/torchinductor_*) makes the
 # fused target's second and later compiles in this machine session fast.
 TARGETS=${TARGETS:-"eager torchscript cuda-graph cuda-graph-fused onnx onnx-fp16"}
@@ -58,3 +59,6 @@ echo "benchmarking: $CUDA_TARGETS"
 $DCC bench --model tiny --target "$CUDA_TARGETS" --device cuda --out "$ART" \
   --batch-sizes 1,2,4,8,16,32,64,128,256,512,1024 --min-seconds 0.3 --min-iters 50 \
   --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.txt"
+if [ "${PYTEST:-1}" != "0" ]; then
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests/targets/test_cuda_graph.py 2>&1 | tail -n 25 | tee "$OUT/pytest-gpu.txt"
+fi
