@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, default=25)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=2000)
+    parser.add_argument("--steps", default="eager,default", help="eager and/or torch.compile modes for the fused "
+                        "step (default, max-autotune-no-cudagraphs, ...), comma-separated")
     args = parser.parse_args()
     model = load_checkpoint(args.model).model
     numbers = torch.randint(1, 9, (args.batch, args.atoms), device="cuda")
@@ -75,11 +77,16 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch}, {args.atoms} atoms, {torch.cuda.get_device_name()}, "
           f"torch {torch.__version__}")
     print("| step | kernels per call | first call s | graph replay ms | runner call ms (events) "
-          "| runner call ms (wall, back-to-back) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, make in (("eager (cuda-graph)", eager_step), ("inductor (cuda-graph-fused)", fused_step)):
+          "| runner call ms (wall, back-to-back) | max abs force diff vs eager step (eV/Å) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    _, reference = eager_step(model, "cuda")(numbers, positions)
+    for kind in args.steps.split(","):
+        name = "eager (cuda-graph)" if kind == "eager" else f"inductor {kind} (cuda-graph-fused)"
         start = time.perf_counter()
-        step = make(model, "cuda")
+        if kind == "eager":
+            step = eager_step(model, "cuda")
+        else:
+            step = fused_step(model, "cuda", None if kind == "default" else kind)
         step(numbers, positions)
         torch.cuda.synchronize()
         first = time.perf_counter() - start
@@ -90,7 +97,9 @@ def main() -> None:
         replay = median_ms(captured.graph.replay, args.iters)
         call = median_ms(lambda: runner.predict(numbers, positions), args.iters)
         wall = wall_ms(lambda: runner.predict(numbers, positions), args.iters)
-        print(f"| {name} | {kernels} | {first:.1f} | {replay:.4f} | {call:.4f} | {wall:.4f} |", flush=True)
+        diff = (runner.predict(numbers, positions)[1] - reference).abs().max().item()
+        print(f"| {name} | {kernels} | {first:.1f} | {replay:.4f} | {call:.4f} | {wall:.4f} | {diff:.1e} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ from .onnx_export import trace_energy_forces
 from .settings import TargetSettings
 
 
-def fused_step(model: StudentModel, device: str) -> Step:
-    """Energy and forces from one Inductor-compiled graph (forward and backward traced together)."""
+def fused_step(model: StudentModel, device: str, mode: str | None = None) -> Step:
+    """Energy and forces from one Inductor-compiled graph (forward and backward traced together).
+    `mode`: torch.compile's mode (None: default; "max-autotune-no-cudagraphs" also generates the matrix
+    products as Triton templates, tuned per shape, which lets Inductor fuse their epilogues)."""
     traced = trace_energy_forces(model, device).traced
-    compiled = torch.compile(traced, dynamic=True, fullgraph=True)
+    compiled = torch.compile(traced, dynamic=True, fullgraph=True, mode=mode)
 
     def step(numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -56,7 +58,8 @@ class FusedCudaGraphTarget(CudaGraphTarget):
         return None
 
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
-        step = fused_step(load_checkpoint(artifact).model, settings.device)
+        mode = settings.extra.get("inductor_mode") or None
+        step = fused_step(load_checkpoint(artifact).model, settings.device, mode)
         return CudaGraphRunner(step, settings, label=self.name)
 
 
