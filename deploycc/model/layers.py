@@ -16,6 +16,8 @@ G_ij = sum_s basis_ijs and H_ij = sum_s basis_ijs u_ijs (per x/y/z), and the vec
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -56,6 +58,19 @@ def neighbour_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weights, values)
 
 
+@contextmanager
+def columns_by_matmul(model: nn.Module) -> Iterator[None]:
+    """While exporting ONNX: take the vector message's columns apart by constant products, not slices."""
+    messages = [m for m in model.modules() if isinstance(m, Message)]
+    for message in messages:
+        message.columns_by_matmul = True
+    try:
+        yield
+    finally:
+        for message in messages:
+            message.columns_by_matmul = False
+
+
 class Message(nn.Module):
     """Continuous-filter message from neighbours j to atom i."""
 
@@ -64,6 +79,7 @@ class Message(nn.Module):
         self.hidden = hidden
         self.periodic = periodic
         self.half_pairs = False  # set by the mixed-precision model: pair tensors and neighbour sums in float16
+        self.columns_by_matmul = False  # set while exporting ONNX (see `columns_by_matmul`)
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
 
@@ -74,9 +90,12 @@ class Message(nn.Module):
         basis: torch.Tensor,
         basis_over_dist: torch.Tensor,
         centred: torch.Tensor,
+        vectors_zero: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """basis, basis_over_dist: [K, B*N*N] (envelope and masks applied); centred: [B, N, 3].
         Periodic: basis_over_dist is instead the image-summed direction basis H [K, B*N*3*N].
+        `vectors_zero`: v is all zeros (the first interaction), so the vector-to-vector message is skipped
+        (one filter product, one neighbour sum and their gradients; the result is unchanged).
 
         With `half_pairs` the filters W = A basis are computed in float32 and stored in float16 (rounding
         the K-wide basis instead would shift every filter of a pair coherently: 4x the energy error), the
@@ -86,12 +105,11 @@ class Message(nn.Module):
         weight = self.filter.weight  # [3F, K]
         # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
         w_s = torch.mm(weight[:f], basis)
-        w_vv = torch.mm(weight[f : 2 * f], basis)
         w_vs = torch.mm(weight[2 * f :], basis_over_dist)
         if self.half_pairs:
-            w_s, w_vv, w_vs = w_s.half(), w_vv.half(), w_vs.half()
+            w_s, w_vs = w_s.half(), w_vs.half()
         pair = w_s.dtype
-        w_s, w_vv = w_s.reshape(f * b, n, n), w_vv.reshape(f * b, n, n)
+        w_s = w_s.reshape(f * b, n, n)
         w_vs = w_vs.reshape(f * b, n * 3, n) if self.periodic else w_vs.reshape(f * b, n, n)
 
         phi = self.phi(s).permute(2, 0, 1).to(pair)  # [3F, B, N]
@@ -99,23 +117,33 @@ class Message(nn.Module):
         v_fm = v.permute(3, 0, 1, 2).to(pair)  # [F, B, N, 3]
 
         ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n).to(s.dtype)
-        dvv = neighbour_sum(w_vv, (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3)).to(s.dtype)
         if self.periodic:
             dvs = neighbour_sum(w_vs, p_vs.reshape(f * b, n, 1)).reshape(f, b, n, 3).to(s.dtype)
         else:
-            # One product on [p r, p] (4 columns), whose columns are then taken apart by multiplying with constant
-            # 4x3 / 4x1 selections instead of slicing: a sliced last axis makes ONNX Runtime transpose
-            # [4, B, N, F] tensors (~8% of its time), and two products over w_vs cost Inductor ~12%.
+            # One product on [p r, p] (4 columns), then the columns are taken apart.  For ONNX they are taken
+            # apart by multiplying with constant 4x3 / 4x1 selections: a sliced last axis makes ONNX Runtime
+            # transpose [4, B, N, F] tensors (~8% of its time).  Elsewhere slices are free views, where the
+            # selection products would be four more matrix-product kernels per interaction on a GPU.
             r = centred.unsqueeze(0)  # [1, B, N, 3]
             rhs = torch.cat([p_vs.unsqueeze(-1) * r.to(pair), p_vs.unsqueeze(-1)], dim=-1).reshape(f * b, n, 4)
             radial = neighbour_sum(w_vs, rhs).to(s.dtype).reshape(f * b * n, 4)
-            select = torch.eye(4, dtype=s.dtype, device=s.device)
-            toward = torch.mm(radial, select[:, :3]).reshape(f, b, n, 3)
-            weight_sum = torch.mm(radial, select[:, 3:]).reshape(f, b, n, 1)
+            if self.columns_by_matmul:
+                select = torch.eye(4, dtype=s.dtype, device=s.device)
+                toward = torch.mm(radial, select[:, :3]).reshape(f, b, n, 3)
+                weight_sum = torch.mm(radial, select[:, 3:]).reshape(f, b, n, 1)
+            else:
+                toward = radial[:, :3].reshape(f, b, n, 3)
+                weight_sum = radial[:, 3:].reshape(f, b, n, 1)
             dvs = toward - r * weight_sum
+        if not vectors_zero:
+            w_vv = torch.mm(weight[f : 2 * f], basis)
+            if self.half_pairs:
+                w_vv = w_vv.half()
+            dvv = neighbour_sum(w_vv.reshape(f * b, n, n), (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3))
+            dvs = dvs + dvv.to(s.dtype).reshape(f, b, n, 3)
 
         s = s + ds.permute(1, 2, 0)
-        v = v + (dvv.reshape(f, b, n, 3) + dvs).permute(1, 2, 3, 0)
+        v = v + dvs.permute(1, 2, 3, 0)
         return s, v
 
 

@@ -104,9 +104,11 @@ class StudentModel(nn.Module):
         """Embedding and interactions: per-atom scalar features [B, N, F]."""
         s = self.embedding(numbers)
         v = torch.zeros(s.shape[0], s.shape[1], 3, s.shape[2], dtype=s.dtype, device=s.device)
+        first = True
         for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, basis, basis_over_dist, centred)
+            s, v = message(s, v, basis, basis_over_dist, centred, first)
             s, v = update(s, v)
+            first = False
         return s
 
     def network(

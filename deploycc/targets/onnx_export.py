@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import MissingDependencyError
+from ..model.layers import columns_by_matmul
 from ..model.stress import energy_forces_virial
 from .settings import TargetSettings
 
@@ -124,7 +125,8 @@ def export_onnx(model: nn.Module, settings: TargetSettings, path: Path) -> dict[
     except ImportError:
         raise MissingDependencyError("the onnx target needs onnx: pip install onnx onnxscript") from None
     periodic = is_periodic(model)
-    graph = trace_energy_forces(model, settings.device)
+    with columns_by_matmul(model):
+        graph = trace_energy_forces(model, settings.device)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
