@@ -15,12 +15,26 @@ import time
 from dataclasses import replace
 
 import torch
+from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 
 from deploycc.checkpoint import load_checkpoint
 from deploycc.targets.cuda_graph import CudaGraphRunner, eager_step
 from deploycc.targets.cuda_graph_fused import fused_step
 from deploycc.targets.settings import load_settings
+
+
+def decompose_options(scope: str) -> dict:
+    """Inductor options that rewrite matrix products as element-wise products + sums, so that they fuse
+    with their neighbours instead of launching cuBLAS kernels.  "small": products whose weight side is
+    static and < 512 wide (per-atom linear layers) and neighbour sums over < 512 atoms; "all": also the
+    filter products over all pairs (dynamic sizes).  Experimental: on CPU (Inductor C++) "all" is ~6x
+    slower than cuBLAS/MKL products at batch >= 8; this measures it on a GPU, where batch 1 is launch-bound."""
+    from torch._inductor.fx_passes import decompose_mem_bound_mm as pass_module
+
+    pass_module.min_first_dimension_decomposition = 1
+    pass_module.max_other_dimension_decomposition = 512
+    return {"post_grad_fusion_options": {"decompose_mm_pass": {"skip_dynamic_shape_dim_check": scope == "all"}}}
 
 
 def kernels_per_call(step, numbers: torch.Tensor, positions: torch.Tensor) -> int:
@@ -77,29 +91,43 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch}, {args.atoms} atoms, {torch.cuda.get_device_name()}, "
           f"torch {torch.__version__}")
     print("| step | kernels per call | first call s | graph replay ms | runner call ms (events) "
-          "| runner call ms (wall, back-to-back) | max abs force diff vs eager step (eV/Å) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| runner call ms (wall, back-to-back) | max abs force diff vs eager step (eV/Å) "
+          "| matrix products decomposed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     _, reference = eager_step(model, "cuda")(numbers, positions)
     for kind in args.steps.split(","):
         name = "eager (cuda-graph)" if kind == "eager" else f"inductor {kind} (cuda-graph-fused)"
-        start = time.perf_counter()
-        if kind == "eager":
-            step = eager_step(model, "cuda")
-        else:
-            step = fused_step(model, "cuda", None if kind == "default" else kind)
-        step(numbers, positions)
-        torch.cuda.synchronize()
-        first = time.perf_counter() - start
-        kernels = kernels_per_call(step, numbers, positions)
-        runner = CudaGraphRunner(step, settings, label=name)
-        runner.predict(numbers, positions)
-        (captured,) = runner.graphs.values()
-        replay = median_ms(captured.graph.replay, args.iters)
-        call = median_ms(lambda: runner.predict(numbers, positions), args.iters)
-        wall = wall_ms(lambda: runner.predict(numbers, positions), args.iters)
-        diff = (runner.predict(numbers, positions)[1] - reference).abs().max().item()
-        print(f"| {name} | {kernels} | {first:.1f} | {replay:.4f} | {call:.4f} | {wall:.4f} | {diff:.1e} |",
-              flush=True)
+        try:
+            measure(name, kind, model, numbers, positions, reference, settings, args.iters)
+        except Exception as exc:  # one failing variant must not hide the others' rows
+            print(f"| {name} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]} |", flush=True)
+
+
+def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch.Tensor,
+            reference: torch.Tensor, settings, iters: int) -> None:
+    """One table row: build the step, count its kernels, time replay and runner call, check forces."""
+    counters.clear()
+    start = time.perf_counter()
+    if kind == "eager":
+        step = eager_step(model, "cuda")
+    elif kind.startswith("decompose-"):
+        step = fused_step(model, "cuda", options=decompose_options(kind.removeprefix("decompose-")))
+    else:
+        step = fused_step(model, "cuda", None if kind == "default" else kind)
+    step(numbers, positions)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    kernels = kernels_per_call(step, numbers, positions)
+    runner = CudaGraphRunner(step, settings, label=name)
+    runner.predict(numbers, positions)
+    (captured,) = runner.graphs.values()
+    replay = median_ms(captured.graph.replay, iters)
+    call = median_ms(lambda: runner.predict(numbers, positions), iters)
+    wall = wall_ms(lambda: runner.predict(numbers, positions), iters)
+    diff = (runner.predict(numbers, positions)[1] - reference).abs().max().item()
+    decomposed = sum(v for k, v in counters["inductor"].items() if k.startswith("decompose_"))
+    print(f"| {name} | {kernels} | {first:.1f} | {replay:.4f} | {call:.4f} | {wall:.4f} | {diff:.1e} "
+          f"| {decomposed} |", flush=True)
 
 
 if __name__ == "__main__":

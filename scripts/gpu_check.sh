@@ -5,7 +5,8 @@
 #      with parity against eager on calib/,
 #   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT,
 #   4. run the GPU-marked tests of the CUDA-graph targets (PYTEST=0 skips them).
-# Usage: OUT=/tmp/out [ART=/tmp/art] [TARGETS="eager cuda-graph-fused"] [KERNELS=0] [TRAIN_MINUTES=5 DATA=work/molecules.h5] \
+# Usage: OUT=/tmp/out [ART=/tmp/art] [TARGETS="eager cuda-graph-fused"] [KERNELS=0] [KERNEL_BATCHES="1 256"] \
+#        [KERNEL_STEPS=eager,default,decompose-small,decompose-all] [TRAIN_MINUTES=5 DATA=work/molecules.h5] \
 #        bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-check}
@@ -40,7 +41,12 @@ $DCC targets --device cuda | tee -a "$OUT/gpu.txt"
 # fused target's second and later compiles in this machine session fast.
 TARGETS=${TARGETS:-"eager torchscript cuda-graph cuda-graph-fused onnx onnx-fp16"}
 if [ "${KERNELS:-1}" != "0" ]; then
-  python3 scripts/count_kernels.py --model tiny 2>&1 | tee "$OUT/kernels.md"
+  # Kernels, replay and runner time per step; decompose-* rewrite matrix products as fused element-wise sums.
+  for batch in ${KERNEL_BATCHES:-1 256}; do
+    timeout 300 python3 scripts/count_kernels.py --model tiny --batch "$batch" \
+      --steps "${KERNEL_STEPS:-eager,default,decompose-small,decompose-all}" 2>&1 \
+      | grep -v -i -E "warn|^ *$" | tee -a "$OUT/kernels.md"
+  done
 fi
 # One build per target, so that a target missing here (onnx without onnxruntime-gpu) does not stop the others.
 for target in $TARGETS; do

@@ -17,6 +17,7 @@ bucket (on a GPU: Triton kernels, tens of seconds once per process).  The same c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,12 +29,17 @@ from .onnx_export import trace_energy_forces
 from .settings import TargetSettings
 
 
-def fused_step(model: StudentModel, device: str, mode: str | None = None) -> Step:
+def fused_step(model: StudentModel, device: str, mode: str | None = None,
+               options: dict[str, Any] | None = None) -> Step:
     """Energy and forces from one Inductor-compiled graph (forward and backward traced together).
     `mode`: torch.compile's mode (None: default; "max-autotune-no-cudagraphs" also generates the matrix
-    products as Triton templates, tuned per shape, which lets Inductor fuse their epilogues)."""
+    products as Triton templates, tuned per shape, which lets Inductor fuse their epilogues).
+    `options`: Inductor config overrides for this compile (torch.compile's `options`)."""
     traced = trace_energy_forces(model, device).traced
-    compiled = torch.compile(traced, dynamic=True, fullgraph=True, mode=mode)
+    if options:
+        compiled = torch.compile(traced, dynamic=True, fullgraph=True, options=options)
+    else:
+        compiled = torch.compile(traced, dynamic=True, fullgraph=True, mode=mode)
 
     def step(numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():

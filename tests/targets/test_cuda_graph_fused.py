@@ -44,3 +44,25 @@ def test_unavailable_without_gpu() -> None:
 def test_settings_are_its_own() -> None:
     settings = load_settings("cuda-graph-fused")
     assert settings.target == "cuda-graph-fused" and settings.device == "cuda" and settings.precision == "fp32"
+
+
+@pytest.mark.slow
+def test_inductor_options_reach_the_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`options` are applied to this compile: here Inductor's matmul decomposition (what
+    scripts/count_kernels.py's decompose-* steps measure on a GPU) rewrites products, and results still match."""
+    from torch._dynamo.utils import counters
+    from torch._inductor.fx_passes import decompose_mem_bound_mm as pass_module
+
+    monkeypatch.setattr(pass_module, "cpu_max_first_dimension_decomposition", 10**9)
+    monkeypatch.setattr(pass_module, "cpu_max_other_dimension_decomposition", 512)
+    counters.clear()
+    model = tiny_model(1)
+    options = {"post_grad_fusion_options": {"decompose_mm_pass": {"skip_dynamic_shape_dim_check": True}},
+               "fx_graph_cache": False}
+    fused, eager = fused_step(model, "cpu", options=options), eager_step(model, "cpu")
+    z, r = pad(*molecules([5, 8, 3], seed=4), n_atoms=9)
+    energy, forces = fused(z, r)
+    e_ref, f_ref = eager(z, r)
+    assert counters["inductor"]["decompose_mm"] > 0 and counters["inductor"]["decompose_bmm"] > 0
+    torch.testing.assert_close(energy, e_ref, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(forces, f_ref, atol=1e-4, rtol=1e-4)
