@@ -39,9 +39,13 @@ def coincident_atoms(positions: np.ndarray, tolerance: float = COINCIDENT_TOLERA
     r = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if len(r) < 2:
         return None
-    d2 = np.einsum("ijk,ijk->ij", r[:, None, :] - r[None, :, :], r[:, None, :] - r[None, :, :])
+    diff = r[:, None, :] - r[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    np.fill_diagonal(d2, np.inf)
+    if d2.min() >= tolerance * tolerance:  # the common case: one reduction, no index search
+        return None
     close = np.argwhere(np.triu(d2 < tolerance * tolerance, k=1))
-    return (int(close[0, 0]), int(close[0, 1])) if len(close) else None
+    return int(close[0, 0]), int(close[0, 1])
 
 
 def check_no_coincident_atoms(where: str, positions: np.ndarray) -> None:
@@ -115,6 +119,8 @@ class Predictor:
         `first_index` when `atoms_list` is one chunk of a longer file)."""
         for k, atoms in enumerate(atoms_list, start=first_index):
             z = atoms.get_atomic_numbers()
+            if self._acceptable(atoms, z):
+                continue
             where = f"structure {k} ({formula(z)})" if len(z) else f"structure {k}"
             if len(z) == 0:
                 raise UserInputError(f"{where} has no atoms")
@@ -133,6 +139,16 @@ class Predictor:
                     raise UserInputError(f"{where} is periodic but {self.label} was built without PBC support; "
                                          "use a periodic model (e.g. metals-tiny) or set pbc=False")
                 check_cell(atoms.get_cell().array, atoms.get_pbc(), self.runner.cutoff, where)
+
+    def _acceptable(self, atoms, z: np.ndarray) -> bool:
+        """Fast path of `validate` for a molecule that passes every check (no error label is built);
+        False sends the structure through the full checks, which name what is wrong."""
+        if len(z) == 0 or len(z) > self.max_atoms or z.min() < 1 or z.max() > self.max_z or np.any(atoms.pbc):
+            return False
+        positions = atoms.positions
+        if not np.isfinite(positions).all() or coincident_atoms(positions) is not None:
+            return False
+        return self.elements is None or self.unseen_elements == "allow" or self.elements.issuperset(z.tolist())
 
     def predict(self, atoms_list: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
         """Energies [B] in eV and per-structure forces [n_k, 3] in eV/Angstrom."""

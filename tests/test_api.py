@@ -160,3 +160,27 @@ def test_bad_periodic_cells_are_refused_naming_the_structure(periodic_checkpoint
     with pytest.raises(UserInputError, match=message) as info:
         predictor.predict([good, bad])
     assert "structure 1" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_calculator_recomputes_exactly_when_the_model_inputs_change(tiny_checkpoint):
+    """check_state compares numbers, positions, cell and pbc exactly; other arrays (charges) don't matter."""
+    calc = DeployccCalculator(load(tiny_checkpoint))
+    calls = []
+    predict = calc.predictor.predict
+    calc.predictor.predict = lambda atoms_list: calls.append(1) or predict(atoms_list)
+    atoms = Atoms(*random_molecule(np.random.default_rng(3), 6))
+    atoms.calc = calc
+    first = atoms.get_potential_energy()
+    atoms.get_forces()
+    atoms.set_initial_charges(np.ones(len(atoms)))
+    assert atoms.get_potential_energy() == first and len(calls) == 1  # cached
+    assert calc.check_state(atoms) == []
+    atoms.positions[2, 1] += 1e-9
+    assert calc.check_state(atoms) == ["positions"]
+    atoms.get_potential_energy()
+    assert len(calls) == 2
+    changed = atoms.copy()
+    changed.numbers[0] = 1 if changed.numbers[0] != 1 else 6
+    changed.cell = [10.0, 10.0, 10.0]
+    changed.pbc = [True, False, False]
+    assert calc.check_state(changed) == ["numbers", "cell", "pbc"]
