@@ -10,7 +10,9 @@ Runner: a request is split into chunks of at most the profile's batch max; each 
 to a multiple of `extra.atom_multiple` (8 by default; 0 means powers of two, from 8), capped at the atoms
 max.  Padding structures and atoms get number 0: they add nothing to the energy and get zero force.  The
 first request of a bucket warms up on a side stream and captures a torch.cuda.CUDAGraph over static input
-and output tensors; later ones copy into the inputs, replay, and copy the outputs out.
+and output tensors; later ones copy into the inputs (zeroing them first unless the request has the same
+shape as the last one, whose padding is still zero: the graph never writes its inputs), replay, and copy
+the outputs out.
 
 All graphs share one memory pool.  That is safe because replays are serialised on the current stream and
 every replay's outputs are copied out before the next replay can reuse the pool.  Not thread-safe.
@@ -54,6 +56,7 @@ class _Captured:
     positions: torch.Tensor
     energy: torch.Tensor
     forces: torch.Tensor
+    filled: tuple[int, int] = (-1, -1)  # (b, n) of the last request copied in; outside it the inputs are zero
 
 
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -113,8 +116,10 @@ class CudaGraphRunner(Runner):
     def _replay(self, numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, n = numbers.shape
         captured = self._graph(b, n)
-        captured.numbers.zero_()
-        captured.positions.zero_()
+        if captured.filled != (b, n):  # same shape as last time: the padding is still zero, skip two kernels
+            captured.numbers.zero_()
+            captured.positions.zero_()
+            captured.filled = (b, n)
         captured.numbers[:b, :n].copy_(numbers)
         captured.positions[:b, :n].copy_(positions)
         captured.graph.replay()
