@@ -97,10 +97,15 @@ def main() -> None:
     _, reference = eager_step(model, "cuda")(numbers, positions)
     for kind in args.steps.split(","):
         name = "eager (cuda-graph)" if kind == "eager" else f"inductor {kind} (cuda-graph-fused)"
+        library = torch.backends.cuda.preferred_blas_library()
         try:
+            if kind == "cublas":  # classic cuBLAS instead of cuBLASLt: does it avoid the split-K reductions?
+                torch.backends.cuda.preferred_blas_library("cublas")
             measure(name, kind, model, numbers, positions, reference, settings, args.iters)
         except Exception as exc:  # one failing variant must not hide the others' rows
             print(f"| {name} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]} |", flush=True)
+        finally:
+            torch.backends.cuda.preferred_blas_library(library)
 
 
 def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch.Tensor,
@@ -113,7 +118,7 @@ def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch
     elif kind.startswith("decompose-"):
         step = fused_step(model, "cuda", options=decompose_options(kind.removeprefix("decompose-")))
     else:
-        step = fused_step(model, "cuda", None if kind == "default" else kind)
+        step = fused_step(model, "cuda", None if kind in ("default", "cublas") else kind)
     step(numbers, positions)
     torch.cuda.synchronize()
     first = time.perf_counter() - start
