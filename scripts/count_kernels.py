@@ -115,6 +115,8 @@ def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch
     start = time.perf_counter()
     if kind == "eager":
         step = eager_step(model, "cuda")
+    elif kind == "freezing":  # parameters folded as constants (weight slices, concatenations, layouts)
+        step = fused_step(model, "cuda", options={"freezing": True})
     elif kind.startswith("decompose-"):
         step = fused_step(model, "cuda", options=decompose_options(kind.removeprefix("decompose-")))
     else:

@@ -6,7 +6,7 @@
 #   3. sweep batch sizes 1..1024 per CUDA target and write the table to $OUT,
 #   4. run the GPU-marked tests of the CUDA-graph targets (PYTEST=0 skips them).
 # Usage: OUT=/tmp/out [ART=/tmp/art] [TARGETS="eager cuda-graph-fused"] [KERNELS=0] [KERNEL_BATCHES="1 256"] \
-#        [KERNEL_STEPS=eager,default,cublas,decompose-small,decompose-all] [TRAIN_MINUTES=5 DATA=work/molecules.h5] \
+#        [KERNEL_STEPS=eager,default,cublas,freezing,decompose-small,decompose-all] [TRAIN_MINUTES=5 DATA=work/molecules.h5] \
 #        bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-check}
@@ -44,7 +44,7 @@ if [ "${KERNELS:-1}" != "0" ]; then
   # Kernels, replay and runner time per step; decompose-* rewrite matrix products as fused element-wise sums.
   for batch in ${KERNEL_BATCHES:-1 256}; do
     timeout 300 python3 scripts/count_kernels.py --model tiny --batch "$batch" \
-      --steps "${KERNEL_STEPS:-eager,default,cublas,decompose-small,decompose-all}" 2>&1 \
+      --steps "${KERNEL_STEPS:-eager,default,cublas,freezing,decompose-small,decompose-all}" 2>&1 \
       | grep -v -i -E "warn|^ *$" | tee -a "$OUT/kernels.md"
   done
 fi
