@@ -43,7 +43,7 @@ TARGETS=${TARGETS:-"eager torchscript cuda-graph cuda-graph-fused onnx onnx-fp16
 if [ "${KERNELS:-1}" != "0" ]; then
   # Kernels, replay and runner time per step; decompose-* rewrite matrix products as fused element-wise sums.
   for batch in ${KERNEL_BATCHES:-1 256}; do
-    timeout 300 python3 scripts/count_kernels.py --model tiny --batch "$batch" \
+    timeout 240 python3 scripts/count_kernels.py --model tiny --batch "$batch" --iters "${KERNEL_ITERS:-500}" \
       --steps "${KERNEL_STEPS:-eager,default,cublas,freezing,decompose-small,decompose-all}" 2>&1 \
       | grep -v -i -E "warn|^ *$" | tee -a "$OUT/kernels.md"
   done
