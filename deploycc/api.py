@@ -42,10 +42,11 @@ def coincident_atoms(positions: np.ndarray, tolerance: float = COINCIDENT_TOLERA
     diff = r[:, None, :] - r[None, :, :]
     d2 = np.einsum("ijk,ijk->ij", diff, diff)
     np.fill_diagonal(d2, np.inf)
-    if d2.min() >= tolerance * tolerance:  # the common case: one reduction, no index search
+    close = d2 < tolerance * tolerance  # NaN compares False: never "coincident"
+    if not close.any():  # the common case: no index search
         return None
-    close = np.argwhere(np.triu(d2 < tolerance * tolerance, k=1))
-    return int(close[0, 0]), int(close[0, 1])
+    first = np.argwhere(np.triu(close, k=1))[0]
+    return int(first[0]), int(first[1])
 
 
 def check_no_coincident_atoms(where: str, positions: np.ndarray) -> None:

@@ -25,8 +25,9 @@ class DeployccCalculator(Calculator):
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         """What changed since the last calculation, among what the model depends on (atomic numbers,
-        positions, cell, pbc), compared exactly: ASE's default compares every per-atom array with
-        `numpy.isclose`, which costs more per MD step than the model itself on a GPU."""
+        positions, cell, pbc), compared exactly (stricter than ASE's tolerance of 1e-15).  ASE's default
+        also compares charges and magnetic moments with `numpy.allclose`, which costs more per MD step
+        than the model itself on a GPU; `tol` and `ignored_changes` have nothing left to relax."""
         old = self.atoms
         if old is None:
             return list(all_changes)

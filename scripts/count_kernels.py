@@ -11,6 +11,7 @@ runner overhead can be told apart.  Usage (needs a CUDA GPU):
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import replace
 
@@ -34,7 +35,8 @@ def decompose_options(scope: str) -> dict:
 
     pass_module.min_first_dimension_decomposition = 1
     pass_module.max_other_dimension_decomposition = 512
-    return {"post_grad_fusion_options": {"decompose_mm_pass": {"skip_dynamic_shape_dim_check": scope == "all"}}}
+    return {"post_grad_fusion_options": {"decompose_mm_pass": {"skip_dynamic_shape_dim_check": scope == "all"}},
+            "fx_graph_cache": False}  # a cached graph would skip the pass, and its counter would read 0
 
 
 def kernels_per_call(step, numbers: torch.Tensor, positions: torch.Tensor) -> int:
@@ -88,8 +90,9 @@ def main() -> None:
     numbers = torch.randint(1, 9, (args.batch, args.atoms), device="cuda")
     positions = torch.randn(args.batch, args.atoms, 3, device="cuda") * 1.6
     settings = replace(load_settings("cuda-graph"), device="cuda")
-    print(f"{args.model}, batch {args.batch}, {args.atoms} atoms, {torch.cuda.get_device_name()}, "
-          f"torch {torch.__version__}")
+    print(f"{args.model}, batch {args.batch}, {args.atoms} atoms (bucket of {-(-args.atoms // 8) * 8}), "
+          f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"DISABLE_ADDMM_CUDA_LT={os.environ.get('DISABLE_ADDMM_CUDA_LT', 'unset')}")
     print("| step | kernels per call | first call s | graph replay ms | runner call ms (events) "
           "| runner call ms (wall, back-to-back) | max abs force diff vs eager step (eV/Å) "
           "| matrix products decomposed |")
@@ -97,15 +100,11 @@ def main() -> None:
     _, reference = eager_step(model, "cuda")(numbers, positions)
     for kind in args.steps.split(","):
         name = "eager (cuda-graph)" if kind == "eager" else f"inductor {kind} (cuda-graph-fused)"
-        library = torch.backends.cuda.preferred_blas_library()
         try:
-            if kind == "cublas":  # classic cuBLAS instead of cuBLASLt: does it avoid the split-K reductions?
-                torch.backends.cuda.preferred_blas_library("cublas")
             measure(name, kind, model, numbers, positions, reference, settings, args.iters)
         except Exception as exc:  # one failing variant must not hide the others' rows
-            print(f"| {name} | failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]} |", flush=True)
-        finally:
-            torch.backends.cuda.preferred_blas_library(library)
+            first_line = (str(exc).splitlines() or [""])[0][:120]
+            print(f"| {name} | failed: {type(exc).__name__}: {first_line} |", flush=True)
 
 
 def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch.Tensor,
@@ -120,7 +119,7 @@ def measure(name: str, kind: str, model, numbers: torch.Tensor, positions: torch
     elif kind.startswith("decompose-"):
         step = fused_step(model, "cuda", options=decompose_options(kind.removeprefix("decompose-")))
     else:
-        step = fused_step(model, "cuda", None if kind in ("default", "cublas") else kind)
+        step = fused_step(model, "cuda", None if kind == "default" else kind)
     step(numbers, positions)
     torch.cuda.synchronize()
     first = time.perf_counter() - start

@@ -184,3 +184,24 @@ def test_calculator_recomputes_exactly_when_the_model_inputs_change(tiny_checkpo
     changed.cell = [10.0, 10.0, 10.0]
     changed.pbc = [True, False, False]
     assert calc.check_state(changed) == ["numbers", "cell", "pbc"]
+
+
+def test_calculator_first_call_and_a_change_of_length(tiny_checkpoint):
+    calc = DeployccCalculator(load(tiny_checkpoint))
+    atoms = Atoms(*random_molecule(np.random.default_rng(4), 5))
+    assert set(calc.check_state(atoms)) >= {"positions", "numbers", "cell", "pbc"}  # nothing computed yet
+    atoms.calc = calc
+    atoms.get_forces()
+    longer = atoms + Atoms("H", positions=[[9.0, 9.0, 9.0]])
+    assert calc.check_state(longer) == ["positions", "numbers"]
+    longer.calc = calc
+    assert longer.get_forces().shape == (6, 3)
+
+
+def test_coincident_atoms_finds_the_first_pair_and_ignores_nan():
+    from deploycc.api import coincident_atoms
+
+    positions = np.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [1.0, 0, 0.0001], [0.0, 0, 0]])
+    assert coincident_atoms(positions) == (0, 4)
+    assert coincident_atoms(positions[:3]) is None
+    assert coincident_atoms(np.array([[np.nan, 0, 0], [0.0, 0, 0]])) is None

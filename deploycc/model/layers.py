@@ -62,13 +62,14 @@ def neighbour_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 def columns_by_matmul(model: nn.Module) -> Iterator[None]:
     """While exporting ONNX: take the vector message's columns apart by constant products, not slices."""
     messages = [m for m in model.modules() if isinstance(m, Message)]
+    previous = [m.columns_by_matmul for m in messages]
     for message in messages:
         message.columns_by_matmul = True
     try:
         yield
     finally:
-        for message in messages:
-            message.columns_by_matmul = False
+        for message, value in zip(messages, previous):
+            message.columns_by_matmul = value
 
 
 class Message(nn.Module):
@@ -114,7 +115,6 @@ class Message(nn.Module):
 
         phi = self.phi(s).permute(2, 0, 1).to(pair)  # [3F, B, N]
         p_s, p_vv, p_vs = torch.split(phi, f, dim=0)
-        v_fm = v.permute(3, 0, 1, 2).to(pair)  # [F, B, N, 3]
 
         ds = neighbour_sum(w_s, p_s.reshape(f * b, n, 1)).reshape(f, b, n).to(s.dtype)
         if self.periodic:
@@ -139,6 +139,7 @@ class Message(nn.Module):
             w_vv = torch.mm(weight[f : 2 * f], basis)
             if self.half_pairs:
                 w_vv = w_vv.half()
+            v_fm = v.permute(3, 0, 1, 2).to(pair)  # [F, B, N, 3]
             dvv = neighbour_sum(w_vv.reshape(f * b, n, n), (p_vv.unsqueeze(-1) * v_fm).reshape(f * b, n, 3))
             dvs = dvs + dvv.to(s.dtype).reshape(f, b, n, 3)
 

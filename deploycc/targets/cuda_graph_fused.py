@@ -22,11 +22,15 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint
+from ..errors import UserInputError
 from ..model import StudentModel
 from .base import Runner, register
 from .cuda_graph import CudaGraphRunner, CudaGraphTarget, Step
 from .onnx_export import trace_energy_forces
 from .settings import TargetSettings
+
+
+OWN_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def fused_step(model: StudentModel, device: str, mode: str | None = None,
@@ -35,6 +39,11 @@ def fused_step(model: StudentModel, device: str, mode: str | None = None,
     `mode`: torch.compile's mode (None: default; "max-autotune-no-cudagraphs" also generates the matrix
     products as Triton templates, tuned per shape, which lets Inductor fuse their epilogues).
     `options`: Inductor config overrides for this compile (torch.compile's `options`)."""
+    if mode in OWN_CUDA_GRAPH_MODES:
+        raise UserInputError(f"torch.compile mode '{mode}' captures its own CUDA graphs, which cannot nest inside "
+                             "the runner's capture; use 'max-autotune-no-cudagraphs' or the default")
+    if mode and options:
+        raise ValueError("fused_step takes a torch.compile mode or Inductor options, not both")
     traced = trace_energy_forces(model, device).traced
     if options:
         compiled = torch.compile(traced, dynamic=True, fullgraph=True, options=options)

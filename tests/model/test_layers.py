@@ -71,8 +71,13 @@ def test_columns_by_matmul_only_while_exporting() -> None:
     torch.testing.assert_close(f_mm, f_slice)
 
 
-def test_columns_by_matmul_restores_on_error() -> None:
+def test_columns_by_matmul_restores_on_error_and_when_nested() -> None:
     model = StudentModel(PRESET_CONFIGS["ultra-tiny"])
     with pytest.raises(RuntimeError), columns_by_matmul(model):
         raise RuntimeError("export failed")
+    assert not any(m.columns_by_matmul for m in model.messages)
+    with columns_by_matmul(model):
+        with columns_by_matmul(model):
+            pass
+        assert all(m.columns_by_matmul for m in model.messages)
     assert not any(m.columns_by_matmul for m in model.messages)

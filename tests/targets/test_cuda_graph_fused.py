@@ -66,3 +66,12 @@ def test_inductor_options_reach_the_compile(monkeypatch: pytest.MonkeyPatch) -> 
     assert counters["inductor"]["decompose_mm"] > 0 and counters["inductor"]["decompose_bmm"] > 0
     torch.testing.assert_close(energy, e_ref, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(forces, f_ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_modes_with_their_own_cuda_graphs_are_refused(mode: str) -> None:
+    """Inductor's own CUDA graphs cannot nest inside the runner's capture: a one-line user error."""
+    from deploycc.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="captures its own CUDA graphs"):
+        fused_step(tiny_model(), "cpu", mode)
