@@ -44,11 +44,19 @@ class DeployccCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        if "stress" not in properties:
-            energies, forces = self.predictor.predict([self.atoms])
-            stresses = None
-        else:
+        stress = None
+        if "stress" in properties:
             energies, forces, stresses = self.predictor.evaluate([self.atoms])
-        self.results = {"energy": float(energies[0]), "free_energy": float(energies[0]), "forces": forces[0]}
-        if stresses is not None and np.isfinite(stresses[0]).all():  # else ASE raises PropertyNotImplementedError
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stresses[0])
+            stress = None if stresses is None else stresses[0]
+        else:
+            energies, forces = self.predictor.predict([self.atoms])
+        self.results = calculator_results(float(energies[0]), forces[0], stress)
+
+
+def calculator_results(energy: float, forces: np.ndarray, stress: np.ndarray | None) -> dict:
+    """ASE results of one structure; stress (Voigt) only when finite (a structure without periodic axes has
+    none, and ASE then raises PropertyNotImplementedError for it)."""
+    results = {"energy": energy, "free_energy": energy, "forces": forces}
+    if stress is not None and np.isfinite(stress).all():
+        results["stress"] = full_3x3_to_voigt_6_stress(stress)
+    return results

@@ -83,13 +83,11 @@ def chunks(path: Path, size: int | None = None) -> Iterator[list]:
 def labelled(atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None):
     """A copy of `atoms` carrying the predictions as a single-point calculator (extxyz writes them)."""
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.stress import full_3x3_to_voigt_6_stress
+
+    from .ase import calculator_results
 
     out = atoms.copy()
-    results = {"energy": energy, "free_energy": energy, "forces": forces}
-    if stress is not None and np.isfinite(stress).all():
-        results["stress"] = full_3x3_to_voigt_6_stress(stress)
-    out.calc = SinglePointCalculator(out, **results)
+    out.calc = SinglePointCalculator(out, **calculator_results(energy, forces, stress))
     return out
 
 
@@ -112,11 +110,9 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
                 begin = time.perf_counter()
                 energies, forces, stresses = predictor.evaluate(chunk, check=False)  # validated in pass 1
                 seconds += time.perf_counter() - begin
-                results = []
-                for k, atoms in enumerate(chunk):
-                    stress = None if stresses is None else stresses[k]
-                    with_stress |= stress is not None and bool(np.isfinite(stress).all())
-                    results.append(labelled(atoms, float(energies[k]), forces[k], stress))
+                results = [labelled(atoms, float(energies[k]), forces[k], None if stresses is None else stresses[k])
+                           for k, atoms in enumerate(chunk)]
+                with_stress |= any("stress" in a.calc.results for a in results)
                 ase.io.write(handle, results, format="extxyz")
                 done += len(chunk)
                 atoms_count += sum(len(a) for a in chunk)

@@ -17,12 +17,12 @@ from dataclasses import replace
 
 import torch
 from torch._dynamo.utils import counters
-from torch.profiler import ProfilerActivity, profile
 
 from deploycc.checkpoint import load_checkpoint
 from deploycc.targets.cuda_graph import CudaGraphRunner, eager_step
 from deploycc.targets.cuda_graph_fused import fused_step
 from deploycc.targets.settings import load_settings
+from profile_kernels import gpu_events  # scripts/ is on the path when run as a script
 
 
 def decompose_options(scope: str) -> dict:
@@ -41,14 +41,8 @@ def decompose_options(scope: str) -> dict:
 
 def kernels_per_call(step, numbers: torch.Tensor, positions: torch.Tensor) -> int:
     """CUDA kernels (not memcpy/memset) recorded by the profiler during one call."""
-    for _ in range(3):
-        step(numbers, positions)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step(numbers, positions)
-        torch.cuda.synchronize()
-    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return sum(1 for n in names if not n.lower().startswith(("memcpy", "memset")))
+    return sum(1 for name, _us in gpu_events(step, numbers, positions)
+               if not name.lower().startswith(("memcpy", "memset")))
 
 
 def median_ms(call, iters: int) -> float:

@@ -18,21 +18,25 @@ from deploycc.targets.cuda_graph import eager_step
 from deploycc.targets.cuda_graph_fused import fused_step
 
 
-def kernel_table(step, numbers: torch.Tensor, positions: torch.Tensor, top: int) -> str:
-    """Markdown table of kernels by summed device time over one call (after warm-up)."""
+def gpu_events(step, numbers: torch.Tensor, positions: torch.Tensor) -> list[tuple[str, float]]:
+    """(name, device µs) of every GPU kernel, copy and memset of one call, after three warm-up calls."""
     for _ in range(3):
         step(numbers, positions)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
         step(numbers, positions)
         torch.cuda.synchronize()
+    return [(e.name, e.device_time_total) for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def kernel_table(step, numbers: torch.Tensor, positions: torch.Tensor, top: int) -> str:
+    """Markdown table of kernels by summed device time over one call (after warm-up)."""
     count: dict[str, int] = defaultdict(int)
     micros: dict[str, float] = defaultdict(float)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            name = event.name[:90]
-            count[name] += 1
-            micros[name] += event.device_time_total
+    for full_name, us in gpu_events(step, numbers, positions):
+        name = full_name[:90]
+        count[name] += 1
+        micros[name] += us
     total_n, total_us = sum(count.values()), sum(micros.values())
     lines = [f"{total_n} kernels, {total_us:.1f} us of kernel time ({total_us / max(total_n, 1):.2f} us each)",
              "| kernel | calls | us total |", "|---|---:|---:|"]

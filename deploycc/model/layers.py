@@ -104,7 +104,7 @@ class Message(nn.Module):
         f = self.hidden
         b, n = s.shape[0], s.shape[1]
         weight = self.filter.weight  # [3F, K]
-        # Three separate products keep every pair tensor contiguous in [F*B, N, N] (no slicing copies).
+        # One product per filter (not one over 3F rows, then sliced) keeps every pair tensor contiguous.
         w_s = torch.mm(weight[:f], basis)
         w_vs = torch.mm(weight[2 * f :], basis_over_dist)
         if self.half_pairs:

@@ -134,10 +134,10 @@ class CudaGraphRunner(Runner):
         with torch.cuda.device(torch.device(self.device)):
             numbers = numbers.to(self.device)
             positions = positions.to(self.device, torch.float32)
-            if b <= self.batch_max:  # one chunk: no concatenation (two fewer copies per call)
-                return self._replay(numbers, positions)
             parts = [self._replay(numbers[k : k + self.batch_max], positions[k : k + self.batch_max])
                      for k in range(0, b, self.batch_max)]
+        if len(parts) == 1:  # no concatenation (two fewer copies per call)
+            return parts[0]
         return torch.cat([e for e, _f in parts]), torch.cat([f for _e, f in parts])
 
 

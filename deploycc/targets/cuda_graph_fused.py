@@ -42,13 +42,8 @@ def fused_step(model: StudentModel, device: str, mode: str | None = None,
     if mode in OWN_CUDA_GRAPH_MODES:
         raise UserInputError(f"torch.compile mode '{mode}' captures its own CUDA graphs, which cannot nest inside "
                              "the runner's capture; use 'max-autotune-no-cudagraphs' or the default")
-    if mode and options:
-        raise ValueError("fused_step takes a torch.compile mode or Inductor options, not both")
     traced = trace_energy_forces(model, device).traced
-    if options:
-        compiled = torch.compile(traced, dynamic=True, fullgraph=True, options=options)
-    else:
-        compiled = torch.compile(traced, dynamic=True, fullgraph=True, mode=mode)
+    compiled = torch.compile(traced, dynamic=True, fullgraph=True, mode=mode, options=options)  # not both
 
     def step(numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
