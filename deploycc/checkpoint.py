@@ -1,4 +1,10 @@
-"""Checkpoints: one versioned, weights-only format; the predecessor's layout loads too."""
+"""Checkpoints: one versioned, weights-only format; the predecessor's layout loads too.
+
+`load_checkpoint` is the one reader, checked against a declared schema: a dict holding `state_dict` (tensors,
+all finite), an integer `format_version`, `model_config` (typed, each value in its domain: CONFIG_DOMAIN) and
+a `metadata` dict whose `elements` are atomic numbers.  Anything else is a one-line CheckpointError naming
+the file and the field; nothing in the file is executed (weights-only unpickling).
+"""
 
 from __future__ import annotations
 
@@ -135,38 +141,84 @@ def _check_keys(model: StudentModel, state: dict[str, torch.Tensor], path: Path)
         raise CheckpointError(f"checkpoint {path} does not fit its architecture: " + " | ".join(problems))
 
 
+# (type, lowest, highest) of every architecture setting a checkpoint may carry.
+CONFIG_DOMAIN: dict[str, tuple[type, float, float]] = {
+    "hidden_dim": (int, 2, 4096), "num_interactions": (int, 1, 16), "num_rbf": (int, 1, 256),
+    "cutoff": (float, 0.5, 20.0), "max_z": (int, 1, 118), "periodic": (bool, 0, 1)}
+
+
+def check_config(values: Any, path: Path) -> dict[str, Any]:
+    """The model_config of a checkpoint, each known key of the declared type and within its domain."""
+    if not isinstance(values, dict):
+        raise CheckpointError(f"checkpoint {path}: 'model_config' must be a dict, got {type(values).__name__}")
+    for key, (kind, low, high) in CONFIG_DOMAIN.items():
+        if key not in values:
+            continue
+        value = values[key]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, bool) if kind is bool else numeric and (kind is float or float(value).is_integer())
+        if not ok or (kind is not bool and not low <= float(value) <= high):
+            raise CheckpointError(f"checkpoint {path}: model_config.{key} = {value!r} is not a {kind.__name__} "
+                                  f"in {low:g}..{high:g}")
+    return values
+
+
+def check_metadata(metadata: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"checkpoint {path}: 'metadata' must be a dict, got {type(metadata).__name__}")
+    elements = metadata.get("elements")
+    if elements is not None and not (isinstance(elements, (list, tuple)) and all(
+            isinstance(z, int) and not isinstance(z, bool) and 1 <= z <= 118 for z in elements)):
+        raise CheckpointError(f"checkpoint {path}: metadata.elements must be a list of atomic numbers 1..118, "
+                              f"got {str(elements)[:60]}")
+    return metadata
+
+
+def _check_weights(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"checkpoint {path} holds no weights (its state_dict is a {type(state).__name__})")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"checkpoint {path}: weight '{key}' is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"checkpoint {path}: weight '{key}' holds NaN or infinite values")
+    return state
+
+
 def load_checkpoint(source: str | os.PathLike) -> Checkpoint:
     """Load a preset name or checkpoint path (current or predecessor layout) into an eval-mode model."""
     path, name = resolve(source)
     payload = _read(path)
     if "state_dict" in payload:
-        version = int(payload.get("format_version", 0))
+        raw_version = payload.get("format_version", 0)
+        if not isinstance(raw_version, int) or isinstance(raw_version, bool):
+            raise CheckpointError(f"checkpoint {path}: format_version must be an integer, got {raw_version!r}")
+        version = raw_version
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint {path} has format_version {version}; this deploycc reads up to {FORMAT_VERSION}: upgrade deploycc"
             )
-        state = _strip_prefix(payload["state_dict"])
-        config_values = payload.get("model_config") or {}
+        state = _strip_prefix(_check_weights(payload["state_dict"], path))
+        config_values = check_config(payload.get("model_config") or {}, path)
     elif "model_state_dict" in payload:  # the predecessor's layout
-        state = _strip_prefix(payload["model_state_dict"])
-        config_values = payload.get("config") or payload.get("model_config") or {}
+        state = _strip_prefix(_check_weights(payload["model_state_dict"], path))
+        config_values = check_config(payload.get("config") or payload.get("model_config") or {}, path)
     else:
         raise CheckpointError(f"checkpoint {path} has neither 'state_dict' nor 'model_state_dict'")
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"checkpoint {path} holds no weights")
     known = {"hidden_dim", "num_interactions", "num_rbf", "max_z"}
     if known.issubset(config_values):
         config = ModelConfig.from_dict(config_values)
     else:
         config = infer_config(state, config_values)
+    normalisation = payload.get("normalisation", {})
     for key in _NORMALISATION_KEYS:  # older files keep normalisation beside the weights
-        if key not in state and key in payload.get("normalisation", {}):
+        if key not in state and isinstance(normalisation, dict) and key in normalisation:
             state[key] = torch.as_tensor(payload["normalisation"][key], dtype=torch.float32)
     model = StudentModel(config)
     _check_keys(model, state, path)
     model.load_state_dict(state)
     model.eval()
-    metadata = dict(payload.get("metadata", {}))
+    metadata = dict(check_metadata(payload.get("metadata", {}), path))
     return Checkpoint(model=model, path=path, sha256=file_sha256(path), metadata=metadata, name=name)
 
 

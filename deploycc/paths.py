@@ -1,4 +1,4 @@
-"""Where the project's settings, calibration data and presets live."""
+"""Where the shipped calibration data and presets live, and where artifacts go."""
 
 from __future__ import annotations
 
@@ -8,24 +8,13 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def project_root() -> Path:
-    """The folder holding `targets/` and `calib/`: $DEPLOYCC_HOME, else the source checkout."""
-    env = os.environ.get("DEPLOYCC_HOME")
-    if env:
-        return Path(env)
-    return PACKAGE_DIR.parent
-
-
-def targets_dir() -> Path:
-    return project_root() / "targets"
-
-
 def calib_dir() -> Path:
-    return project_root() / "calib"
+    """The calibration structures shipped with the package (parity and benchmark workloads)."""
+    return PACKAGE_DIR / "calib"
 
 
 def default_calib_file(periodic: bool = False) -> Path:
-    """Parity structures: molecules, or (for periodic models) metal cells, slabs and clusters."""
+    """Parity structures: molecules, or (for models trained on metals) metal cells, slabs and clusters."""
     return calib_dir() / ("metals.h5" if periodic else "molecules.h5")
 
 

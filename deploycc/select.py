@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import MANIFEST, artifact_dir, read_manifest, verify_hashes
-from .bench import _ms, _rate, latest_path
+from .artifact.layout import MANIFEST, artifact_dir
+from .artifact.manifest import read_manifest
+from .artifact.open import artifact_file
+from .bench.driver import latest_path
+from .bench.report import format_ms, format_rate
 from .errors import ArtifactError, UserInputError
 from .paths import artifacts_root
 
@@ -70,8 +73,8 @@ class Selection:
             return "no bench row"
         r = c.record
         return (f"bench row batch {r['batch_size']} ({r['mode']}, {r['device']}): {r['atoms']:.1f} atoms/structure, "
-                f"median {_ms(r['median_ms'])} ms, p90 {_ms(r['p90_ms'])} ms, {_rate(r['structures_per_s'])} "
-                f"structures/s, {_rate(r['atoms_per_s'])} atoms/s; {_parity_text(c.parity)} "
+                f"median {format_ms(r['median_ms'])} ms, p90 {format_ms(r['p90_ms'])} ms, {format_rate(r['structures_per_s'])} "
+                f"structures/s, {format_rate(r['atoms_per_s'])} atoms/s; {_parity_text(c.parity)} "
                 f"[{self.bench_file}, {self.bench_date}]")
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,30 +141,29 @@ def check_artifact(c: Candidate, folder: Path, header: dict[str, Any], batch_siz
     except ArtifactError:
         c.reject("not built" if not (folder / MANIFEST).is_file() else "unreadable manifest", "build")
         return
-    parity = manifest.get("parity", {})
+    parity = manifest.parity
     c.parity = {check["name"]: check["max_abs"] for check in parity.get("checks", [])}
-    if not parity.get("passed"):
+    if not manifest.parity_passed:
         failed = [check["name"] for check in parity.get("checks", []) if not check.get("passed")]
         c.reject(f"parity failed ({', '.join(failed) or 'not recorded'})", "build")
     try:
-        verify_hashes(folder, manifest)
+        artifact_file(folder, manifest)
     except ArtifactError:
-        c.reject(f"stale hash: {manifest['artifact'].get('file')} modified since it was built", "build")
+        c.reject(f"stale hash: {manifest.artifact.file} modified since it was built", "build")
     benched = (header.get("checkpoint_sha256") or {}).get(c.target)
-    if benched and benched != manifest.get("checkpoint", {}).get("sha256"):
+    if benched and benched != manifest.checkpoint.sha256:
         c.reject("rebuilt from another checkpoint since the bench", "bench")
-    built_for = str(manifest.get("device", "cpu")).split(":")[0]
+    built_for = manifest.device.split(":")[0]
     if built_for != str(header.get("device", "cpu")).split(":")[0]:
         c.reject(f"now built for {built_for}, benchmarked on {header.get('device')}", "bench")
-    _check_profiles(c, manifest.get("settings", {}), batch_size, atoms)
+    _check_profiles(c, manifest.settings, batch_size, atoms)
 
 
 def _check_profiles(c: Candidate, settings: dict[str, Any], batch_size: int, atoms: float) -> None:
-    batch, width = settings.get("batch", {}), settings.get("atoms", {})
-    if batch and not batch.get("min", 1) <= batch_size <= batch.get("max", batch_size):
-        c.reject(f"batch {batch_size} outside its batch profile {batch['min']}..{batch['max']}", "build")
-    if width and atoms > width.get("max", atoms):
-        c.reject(f"{atoms:g} atoms above its atoms profile max {width['max']}", "build")
+    """The request (batch_size structures of `atoms` atoms in one call) must fit the atoms profile."""
+    width = settings.get("atoms", {})
+    if width and batch_size * atoms > width.get("max", batch_size * atoms):
+        c.reject(f"{batch_size} x {atoms:g} atoms per call above its atoms profile max {width['max']}", "build")
 
 
 def check_record(c: Candidate, records: list[dict[str, Any]], batch_size: int, atoms: float) -> None:
@@ -269,8 +271,8 @@ def candidate_rows(selection: Selection) -> tuple[list[str], list[list[str]]]:
     for c in selection.candidates:
         r = c.record or {}
         rank += c.eligible
-        numbers = ([str(r["batch_size"]), f"{r['atoms']:.1f}", _ms(r["median_ms"]), _ms(r["p90_ms"]),
-                    _rate(r["structures_per_s"]), _rate(r["atoms_per_s"])] if r else ["-"] * 6)
+        numbers = ([str(r["batch_size"]), f"{r['atoms']:.1f}", format_ms(r["median_ms"]), format_ms(r["p90_ms"]),
+                    format_rate(r["structures_per_s"]), format_rate(r["atoms_per_s"])] if r else ["-"] * 6)
         forces = f"{c.parity['forces']:.1e}" if "forces" in c.parity else "-"
         verdict = "eligible" if c.eligible else "rejected: " + "; ".join(c.reasons)
         rows.append([str(rank) if c.eligible else "-", c.target, *numbers, forces, verdict])

@@ -1,40 +1,49 @@
-"""verify(): parity of a built artifact against eager on any structure file, plus error vs labels."""
+"""verify(): re-measure a built artifact (the CI gate): hashes, parity against its reference checkpoint on any
+structure file with the tolerances this installation defines for the target, and errors against labels.
+
+Nothing recorded in the manifest is trusted for the verdict: parity is recomputed, and tolerances come from
+the installed target (`Target.settings()`), not from the manifest; a manifest whose recorded tolerances
+differ is reported.
+"""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .api import artifact_elements, check_structures, check_unseen_policy
-from .batching import pad
-from .data.schema import Structures
-from .parity import check_parity
+from .artifact.open import open_artifact, reference_checkpoint
+from .build import calibration_structures, run_parity
+from .data.schema import Structures, read_structures
+from .errors import UserInputError
 from .paths import default_calib_file
-from .periodic import periodic_batch
-from .pipeline import calibration_structures, open_artifact, reference_checkpoint
+from .runtime.neighbours import structures_of
+from .runtime.predictor import Predictor
+from .runtime.validate import Rules, check_unseen_policy
 from .targets.base import Runner
-from .targets.eager import EagerRunner
+from .targets.eager import eager_runner
 
 
-def label_errors(runner: Runner, data: Structures, max_atoms: int, batch_size: int = 32) -> dict[str, float]:
+def label_errors(runner: Runner, rules: Rules, settings, data: Structures) -> dict[str, float]:
     """Energy MAE per atom and force MAE/RMSE of a runner against the file's reference labels."""
-    keep = [k for k, z in enumerate(data.numbers) if len(z) <= max_atoms]
-    e_err, f_err = [], []
-    for start in range(0, len(keep), batch_size):
-        idx = keep[start : start + batch_size]
-        z, r = pad([data.numbers[k] for k in idx], [data.positions[k] for k in idx])
-        periodic = periodic_batch(data, idx)
-        energy, forces = (t.detach().float().cpu().numpy() for t in runner.predict(z, r, *periodic))
-        for row, k in enumerate(idx):
-            n = len(data.numbers[k])
-            e_err.append(abs(energy[row] - data.energies[k]) / n)
-            f_err.append((forces[row, :n] - data.forces[k]).ravel())
-    diff = np.concatenate(f_err)
-    return {"energy_mae_per_atom": float(np.mean(e_err)), "force_mae": float(np.mean(np.abs(diff))),
-            "force_rmse": float(np.sqrt(np.mean(diff**2))), "structures": len(keep)}
+    for k in range(len(data)):
+        if not np.isfinite(data.energies[k]) or not np.isfinite(data.forces[k]).all():
+            raise UserInputError(f"structure {k} of the data file has NaN or infinite reference labels")
+    predictor = Predictor(runner, settings, rules)
+    energies, forces, _stresses = predictor.evaluate(data.to_atoms(), check=False)
+    sizes = np.array([len(z) for z in data.numbers], dtype=np.float64)
+    diff = np.concatenate([(f - ref).ravel() for f, ref in zip(forces, data.forces)])
+    return {"energy_mae_per_atom": float(np.mean(np.abs(energies - data.energies) / sizes)),
+            "force_mae": float(np.mean(np.abs(diff))), "force_rmse": float(np.sqrt(np.mean(diff**2))),
+            "structures": len(data)}
+
+
+def tolerance_disagreements(recorded: dict[str, Any], installed: dict[str, Any]) -> dict[str, Any]:
+    """Tolerances whose recorded value differs from the installed target's ({name: [recorded, installed]})."""
+    return {k: [recorded.get(k), v] for k, v in installed.items() if recorded.get(k) != v}
 
 
 def verify(folder: Path, data_path: Path | None = None, device: str | None = None,
@@ -44,19 +53,25 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
     The structures are checked first (bad ones are refused with UserInputError, as `deploycc.api` does);
     `unseen_elements` (warn, refuse, allow) handles elements absent from the model's training data."""
     check_unseen_policy(unseen_elements)
-    runner, manifest, settings = open_artifact(folder, device)
-    folder = Path(folder).parent if Path(folder).is_file() else Path(folder)
-    checkpoint = reference_checkpoint(folder, manifest)
-    data = calibration_structures(data_path or default_calib_file(bool(manifest["model_config"].get("periodic"))))
-    check_structures(data.numbers, data.positions, checkpoint.config.max_z, f"{manifest['model']}/{manifest['target']}",
-                     artifact_elements(folder, manifest), unseen_elements, source=str(data_path or "calib"))
-    eager = EagerRunner(copy.deepcopy(checkpoint.model), "cpu")
-    report = check_parity(eager.evaluate, runner.evaluate, data.numbers, data.positions, settings.tolerances,
-                          batch_size=min(16, settings.batch.max), max_atoms=settings.atoms.max,
-                          cells=data.cells, pbc=data.pbc)
-    out: dict[str, Any] = {"artifact": str(folder), "target": manifest["target"], "device": settings.device,
-                           "data": str(data_path or "calib"), "parity": report.to_dict()}
+    opened = open_artifact(folder, device)
+    checkpoint = reference_checkpoint(opened.folder, opened.manifest)
+    path = Path(data_path) if data_path else default_calib_file(bool(opened.manifest.model_config.get("periodic")))
+    rules = Rules.make(opened.label, checkpoint.config.max_z, checkpoint.config.cutoff, opened.manifest.elements,
+                       unseen_elements)
+    data = read_structures(path)
+    structures = calibration_structures(path, checkpoint.config.cutoff)
+    Predictor(opened.runner, opened.settings, rules).validate(structures)
+    installed = opened.target.settings(device).tolerances
+    settings = replace(opened.settings, tolerances=installed)
+    report = run_parity(checkpoint, opened.runner, settings, structures)
+    out: dict[str, Any] = {"artifact": str(opened.folder), "target": opened.manifest.target,
+                           "device": settings.device, "data": str(path), "parity": report.to_dict(),
+                           "tolerances": asdict(installed)}
+    disagree = tolerance_disagreements(opened.manifest.settings.get("tolerances") or {}, asdict(installed))
+    if disagree:
+        out["manifest_disagrees"] = disagree
     if data.has_labels:
-        out["vs_labels"] = {manifest["target"]: label_errors(runner, data, settings.atoms.max),
-                            "eager": label_errors(eager, data, settings.atoms.max)}
+        eager = eager_runner(copy.deepcopy(checkpoint.model), "cpu")
+        out["vs_labels"] = {opened.manifest.target: label_errors(opened.runner, rules, settings, data),
+                            "eager": label_errors(eager, rules, settings, data)}
     return out

@@ -28,7 +28,7 @@ def library_versions() -> dict[str, str]:
 # The package code that decides what an exported artifact computes: the model, the exporters and runners,
 # the periodic inputs.  Its hash is part of a build's cache key, so that changing this code (with the
 # same version number, e.g. a git checkout) rebuilds artifacts instead of reusing stale ones.
-_ARTIFACT_SOURCES = ("model", "targets", "periodic.py", "batching.py", "checkpoint.py")
+_ARTIFACT_SOURCES = ("model", "targets", "runtime/neighbours.py", "checkpoint.py")
 
 
 def source_fingerprint() -> str:

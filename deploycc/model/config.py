@@ -17,7 +17,9 @@ class ModelConfig:
     num_rbf: int = 12
     cutoff: float = 5.0
     max_z: int = 100
-    periodic: bool = False  # takes cell, pbc and lattice shifts (deploycc/periodic.py)
+    # Trained on periodic data (recorded; parity then defaults to the periodic calibration set).  Every model
+    # takes molecules and periodic cells alike: periodicity is a property of the input.
+    periodic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -25,8 +27,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
         """Build from a dict, ignoring keys that are not architecture settings (e.g. training options)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        kinds = {"hidden_dim": int, "num_interactions": int, "num_rbf": int, "cutoff": float, "max_z": int,
+                 "periodic": bool}
+        return cls(**{k: kinds[f.name](values[k]) for f in fields(cls) if (k := f.name) in values})
 
 
 PRESET_CONFIGS: dict[str, ModelConfig] = {

@@ -31,7 +31,7 @@ class MixedStudentModel(StudentModel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         for message in self.messages:
-            message.half_pairs = True
+            message.half_slots = True
 
     @classmethod
     def from_model(cls, model: StudentModel) -> "MixedStudentModel":

@@ -1,22 +1,99 @@
-"""The target plug-in interface: export an artifact from a model; open a runner on an artifact.
+"""The target interface: export an artifact from a model; open a runner on an artifact.
 
-Parity, benchmarking, manifests and the CLI use only this interface, so adding a target is one new module
-that subclasses `Target` and calls `register`.
+A target is one module in this package: a `Target` subclass with its default settings beside it,
+registered by the `@register` decorator (modules are discovered, nothing else lists them).  Parity,
+benchmarks, manifests and the CLI use only this interface.
+
+Every artifact computes the same function of the padded neighbour layout (deploycc/model/student.py):
+(numbers [A], vectors [A, M, 3], neighbours [A, M], reverse [A, M]) -> (energies [A], forces [A, 3],
+virials [A, 3, 3]), per atom.  `Runner.infer` is the public call on a host `NeighbourBatch` (vectors in
+float64, then cast; per-structure sums in float64); subclasses implement `infer_impl` on tensors.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+import numpy as np
 import torch
 
 from ..errors import UserInputError
 from ..model import StudentModel
-from ..periodic import has_periodic, periodic_inputs
-from .settings import TargetSettings
+from ..runtime.neighbours import NeighbourBatch
+from .settings import TargetSettings, with_overrides
+
+INPUT_NAMES = ("numbers", "vectors", "neighbours", "reverse")
+OUTPUT_NAMES = ("energies", "forces", "virials")
+
+
+@dataclass
+class GraphInputs:
+    """The four tensors every artifact takes (on one device)."""
+
+    numbers: torch.Tensor  # int64 [A]
+    vectors: torch.Tensor  # float32 [A, M, 3]
+    neighbours: torch.Tensor  # int64 [A, M]
+    reverse: torch.Tensor  # int64 [A, M]
+
+    @classmethod
+    def from_batch(cls, batch: NeighbourBatch, dtype: torch.dtype = torch.float32) -> "GraphInputs":
+        return cls(torch.from_numpy(batch.numbers), torch.from_numpy(batch.vectors()).to(dtype),
+                   torch.from_numpy(batch.neighbours), torch.from_numpy(batch.reverse))
+
+    def to(self, device: str | torch.device) -> "GraphInputs":
+        return GraphInputs(*(t.to(device) for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.numbers, self.vectors, self.neighbours, self.reverse
+
+    @property
+    def atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @property
+    def slots(self) -> int:
+        return int(self.neighbours.shape[1])
+
+
+@dataclass
+class Prediction:
+    """Per-structure energies [S] (eV) and virials [S, 3, 3] (eV), forces [A, 3] (eV/Å), all float64."""
+
+    energies: np.ndarray
+    forces: np.ndarray
+    virials: np.ndarray
+    offsets: np.ndarray  # structure k owns forces[offsets[k]:offsets[k + 1]]
+
+    def forces_of(self, k: int) -> np.ndarray:
+        return self.forces[self.offsets[k] : self.offsets[k + 1]]
+
+
+class Runner(ABC):
+    """A loaded artifact.  Public `infer()` around the artifact's own `infer_impl()`."""
+
+    device: str = "cpu"
+
+    def infer(self, batch: NeighbourBatch) -> Prediction:
+        """Energies, forces and virials of every structure of `batch`."""
+        energies, forces, virials = self.infer_impl(GraphInputs.from_batch(batch))
+        atom_energies = energies.detach().double().cpu().numpy()
+        atom_virials = virials.detach().double().cpu().numpy()
+        return Prediction(batch.per_structure(atom_energies), forces.detach().double().cpu().numpy(),
+                          batch.per_structure(atom_virials), batch.offsets)
+
+    @abstractmethod
+    def infer_impl(self, inputs: GraphInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-atom energies [A], forces [A, 3] and virials [A, 3, 3] (on the runner's device)."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
 
 @dataclass
@@ -27,79 +104,6 @@ class Exported:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-class Runner(ABC):
-    """A loaded artifact that maps a padded batch to (energy [B], forces [B, N, 3]) and, for periodic
-    artifacts, the virial -dE/d(strain) [B, 3, 3] (eV; see deploycc/model/stress.py).
-
-    Subclasses implement `run`; `evaluate` adds the periodic inputs (cell, pbc, lattice shifts) for
-    artifacts of periodic models and refuses periodic structures for the others."""
-
-    device: str = "cpu"
-    periodic: bool = False  # takes (numbers, positions, cell, pbc, shifts), returns the virial
-    cutoff: float = 0.0
-
-    def evaluate(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
-                 pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Energy, forces and virial (None for molecular artifacts).  Inputs on any device (int64 [B, N],
-        float32 [B, N, 3], optional cells [B, 3, 3] and pbc flags [B, 3]); outputs on the runner's device."""
-        if self.periodic:
-            out = self.run(*periodic_inputs(numbers, positions, cell, pbc, self.cutoff))
-        elif has_periodic(pbc):
-            raise UserInputError("periodic structures given to an artifact built without PBC support; "
-                                 "train a periodic model (e.g. --model metals-tiny) or set pbc=False")
-        else:
-            out = self.run(numbers, positions)
-        return out[0], out[1], (out[2] if len(out) > 2 else None)
-
-    def predict(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
-                pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Energy and forces (see `evaluate`)."""
-        energy, forces, _virial = self.evaluate(numbers, positions, cell, pbc)
-        return energy, forces
-
-    @abstractmethod
-    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, ...]:
-        """The artifact's own call; `periodic` is (cell, pbc, shifts) for periodic artifacts, else empty.
-        Returns (energy, forces), plus the virial for periodic artifacts."""
-
-    def synchronize(self) -> None:
-        """Wait for queued device work (for timing)."""
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-
-class ChunkedRunner(Runner):
-    """Runs a batch in chunks of at most `chunk` structures.
-
-    On CPU the dense pair tensors of a large batch fall out of cache and throughput drops; chunks of the
-    measured best size keep it flat (set per target as `extra.chunk_cpu` in targets/<name>.toml)."""
-
-    def __init__(self, inner: Runner, chunk: int) -> None:
-        self.inner = inner
-        self.chunk = chunk
-        self.device = inner.device
-        self.periodic = inner.periodic
-        self.cutoff = inner.cutoff
-
-    def evaluate(self, numbers: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor | None = None,
-                 pbc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if numbers.shape[0] <= self.chunk:
-            return self.inner.evaluate(numbers, positions, cell, pbc)
-        part = lambda x, k: None if x is None else x[k : k + self.chunk]  # noqa: E731
-        parts = [self.inner.evaluate(numbers[k : k + self.chunk], positions[k : k + self.chunk], part(cell, k),
-                                     part(pbc, k)) for k in range(0, numbers.shape[0], self.chunk)]
-        virial = None if parts[0][2] is None else torch.cat([w for _, _, w in parts])
-        return torch.cat([e for e, _, _ in parts]), torch.cat([f for _, f, _ in parts]), virial
-
-    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, ...]:
-        return self.inner.run(numbers, positions, *periodic)
-
-    def synchronize(self) -> None:
-        self.inner.synchronize()
-
-
 class Target(ABC):
     """A deployment backend: how to make its artifact and how to run it."""
 
@@ -107,7 +111,11 @@ class Target(ABC):
     artifact_file: str = ""
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
-    periodic: bool = False  # exports periodic models (cell, pbc and lattice-shift inputs)
+    defaults: TargetSettings = TargetSettings(target="")
+
+    def settings(self, device: str | None = None) -> TargetSettings:
+        """This target's settings (defaults, then the override file), the device overridden if given."""
+        return with_overrides(self.defaults).with_device(device)
 
     def availability(self, settings: TargetSettings) -> str | None:
         """None when this target can build and run here with these settings, else the reason it cannot."""
@@ -126,27 +134,27 @@ class Target(ABC):
         """Open a runner on an artifact file written by `export`."""
 
 
-def open_runner(target: Target, artifact: Path, settings: TargetSettings) -> Runner:
-    """The target's runner, chunked on CPU when its settings ask for it (`extra.chunk_cpu`)."""
-    runner = target.runner(artifact, settings)
-    chunk = int(settings.extra.get("chunk_cpu", 0))
-    if chunk > 0 and settings.device == "cpu":
-        return ChunkedRunner(runner, chunk)
-    return runner
-
-
 _REGISTRY: dict[str, Target] = {}
+T = TypeVar("T", bound=type)
 
 
-def register(target: Target) -> Target:
-    _REGISTRY[target.name] = target
-    return target
+def register(cls: T) -> T:
+    """Class decorator: make a Target subclass available by its `name`."""
+    if not cls.name or cls.defaults.target != cls.name:
+        raise TypeError(f"{cls.__name__}: a target needs a name and defaults for that name")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _discover() -> None:
+    """Import every module of this package once (each registers its targets)."""
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{info.name}")
 
 
 def registered() -> dict[str, Target]:
-    from . import load_builtin_targets
-
-    load_builtin_targets()
+    _discover()
     return dict(_REGISTRY)
 
 
@@ -155,3 +163,27 @@ def get_target(name: str) -> Target:
     if name not in targets:
         raise UserInputError(f"unknown target '{name}': choose one of {', '.join(targets)}, or 'all'")
     return targets[name]
+
+
+def target_names(spec: str) -> list[str]:
+    """'all' -> every registered target; 'a,b' -> those names (each must exist)."""
+    if spec.strip() == "all":
+        return list(registered())
+    names = list(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
+    if not names:
+        raise UserInputError("no targets given")
+    for name in names:
+        get_target(name)
+    return names
+
+
+class ModuleRunner(Runner):
+    """Calls a module or function of the four input tensors on one device (eager, TorchScript)."""
+
+    def __init__(self, call: Callable[..., tuple[torch.Tensor, ...]], device: str) -> None:
+        self.call = call
+        self.device = device
+
+    def infer_impl(self, inputs: GraphInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        energies, forces, virials = self.call(*inputs.to(self.device).tensors())
+        return energies, forces, virials

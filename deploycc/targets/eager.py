@@ -1,47 +1,35 @@
-"""The reference target: the PyTorch model itself, energies and forces by autograd."""
+"""The reference target: the PyTorch model itself, forces and virials by autograd."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..model import StudentModel, energy_and_forces, energy_forces_virial
-from .base import Exported, Runner, Target, register
-from .settings import TargetSettings
+from ..model import StudentModel, energy_forces_virials
+from .base import Exported, ModuleRunner, Runner, Target, register
+from .settings import MemoryModel, TargetSettings
 
 
-class EagerRunner(Runner):
-    def __init__(self, model: StudentModel, device: str) -> None:
-        self.model = model.to(device).eval()
-        self.device = device
-        self.periodic = model.periodic
-        self.cutoff = model.cutoff
-
-    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, ...]:
-        periodic = tuple(x.to(self.device) for x in periodic)
-        if periodic:
-            return energy_forces_virial(self.model, numbers.to(self.device), positions.to(self.device), *periodic)
-        return energy_and_forces(self.model, numbers.to(self.device), positions.to(self.device))
+def eager_runner(model: StudentModel, device: str) -> ModuleRunner:
+    """The eager model on `device` in inference mode (scatter-free, recomputing contractions)."""
+    model = model.to(device).eval().set_recompute(True)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return ModuleRunner(lambda *tensors: energy_forces_virials(model, *tensors), device)
 
 
+@register
 class EagerTarget(Target):
     name = "eager"
     artifact_file = "model.pt"
     description = "PyTorch eager (the reference), autograd forces"
     devices = ("cpu", "cuda")
-    periodic = True
+    defaults = TargetSettings(target="eager", memory=MemoryModel(per_slot=1.2e3))
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file
         save_checkpoint(model.cpu(), path, {"exported_for": settings.device})
-        model.to(settings.device)
         return Exported(path)
 
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
-        return EagerRunner(load_checkpoint(artifact).model, settings.device)
-
-
-register(EagerTarget())
+        return eager_runner(load_checkpoint(artifact).model, settings.device)

@@ -1,4 +1,4 @@
-"""ONNX: the joint energy+forces graph, run by ONNX Runtime (CPU, or CUDA with I/O binding)."""
+"""ONNX: the joint energies+forces+virials graph, run by ONNX Runtime (CPU, or CUDA with I/O binding)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 
 from ..errors import MissingDependencyError
 from ..model import StudentModel
-from .base import Exported, Runner, Target, register
-from .onnx_export import INPUT_NAMES, PERIODIC_INPUT_NAMES, export_onnx
-from .settings import TargetSettings
+from .base import INPUT_NAMES, Exported, GraphInputs, Runner, Target, register
+from .onnx_export import export_onnx
+from .settings import MemoryModel, TargetSettings
 
 
 def _ort():
@@ -38,6 +38,9 @@ class OrtRunner(Runner):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Grow the arena by what is asked, not by powers of two: large systems otherwise reserve twice
+        # the memory they use.
+        options.add_session_config_entry("session.arena_extend_strategy", "kSameAsRequested")
         if device.startswith("cuda"):
             index = torch.device(device).index or 0
             # TF32 would cost ~1e-3 relative error: keep fp32 artifacts fp32.
@@ -46,67 +49,65 @@ class OrtRunner(Runner):
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.device = device
-        self.output_dtype = torch.float16 if self._output_is_fp16() else torch.float32
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]  # energy, forces[, virial]
-        self.periodic = self.input_names == INPUT_NAMES + PERIODIC_INPUT_NAMES
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.cutoff = float(metadata.get("cutoff", 0.0))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.cutoff = float(self.session.get_modelmeta().custom_metadata_map.get("cutoff", 0.0))
 
-    def _output_is_fp16(self) -> bool:
-        return self.session.get_outputs()[1].type == "tensor(float16)"
+    @property
+    def threads(self) -> int:
+        return int(self.session.get_session_options().intra_op_num_threads)
 
-    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, ...]:
-        if not self.device.startswith("cuda"):
-            feeds = {name: x.detach().cpu().numpy() for name, x in zip(self.input_names, (numbers, positions, *periodic))}
-            return tuple(torch.from_numpy(out) for out in self.session.run(None, feeds))
-        return self._predict_bound(numbers, positions, *periodic)
+    def infer_impl(self, inputs: GraphInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.device.startswith("cuda"):
+            return self._bound(inputs)
+        feeds = {name: t.detach().cpu().numpy() for name, t in zip(INPUT_NAMES, inputs.tensors())}
+        energies, forces, virials = (torch.from_numpy(out) for out in self.session.run(None, feeds))
+        return energies, forces, virials
 
-    def _predict_bound(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-                       ) -> tuple[torch.Tensor, ...]:
-        numbers = numbers.to(self.device).contiguous()
-        b, n = numbers.shape
-        shapes = {"energy": (b,), "forces": (b, n, 3), "virial": (b, 3, 3)}
+    def _bound(self, inputs: GraphInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs = inputs.to(self.device)
+        a = inputs.atoms
+        shapes = {"energies": (a,), "forces": (a, 3), "virials": (a, 3, 3)}
         outputs = {name: torch.empty(shapes[name], device=self.device, dtype=torch.float32)
                    for name in self.output_names}
         index = torch.device(self.device).index or 0
         binding = self.session.io_binding()
-        binding.bind_input("numbers", "cuda", index, np.int64, tuple(numbers.shape), numbers.data_ptr())
-        floats = [x.to(self.device, torch.float32).contiguous() for x in (positions, *periodic)]
-        for name, tensor in zip(self.input_names[1:], floats):
-            binding.bind_input(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        for name, tensor in zip(INPUT_NAMES, inputs.tensors()):
+            tensor = tensor.contiguous()
+            kind = np.int64 if tensor.dtype == torch.int64 else np.float32
+            binding.bind_input(name, "cuda", index, kind, tuple(tensor.shape), tensor.data_ptr())
         for name, tensor in outputs.items():
             binding.bind_output(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
         self.session.run_with_iobinding(binding)
-        return tuple(outputs.values())
+        return outputs["energies"], outputs["forces"], outputs["virials"]
 
 
+def onnx_availability(settings: TargetSettings) -> str | None:
+    """Why ONNX export or ONNX Runtime cannot work here (None when they can)."""
+    try:
+        _ort()
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except (MissingDependencyError, ImportError) as exc:
+        return f"missing package ({exc}); pip install onnx onnxscript onnxruntime"
+    if settings.device.startswith("cuda") and not cuda_provider_available():
+        return "ONNX Runtime has no CUDA provider here; pip install 'deploycc[gpu]' (onnxruntime-gpu)"
+    return None
+
+
+@register
 class OnnxTarget(Target):
     name = "onnx"
     artifact_file = "model.onnx"
-    description = "simplified ONNX (energy + forces in one graph) on ONNX Runtime"
+    description = "simplified ONNX (energies, forces and virials in one graph) on ONNX Runtime"
     devices = ("cpu", "cuda")
-    periodic = True
+    defaults = TargetSettings(target="onnx", memory=MemoryModel(per_slot=1.5e3))
 
     def availability(self, settings: TargetSettings) -> str | None:
-        try:
-            _ort()
-            import onnx  # noqa: F401
-            import onnxscript  # noqa: F401
-        except (MissingDependencyError, ImportError) as exc:
-            return f"missing package ({exc}); pip install onnx onnxscript onnxruntime"
-        if settings.device.startswith("cuda") and not cuda_provider_available():
-            return "ONNX Runtime has no CUDA provider here; pip install 'deploycc[gpu]' (onnxruntime-gpu)"
-        return super().availability(settings)
+        return onnx_availability(settings) or super().availability(settings)
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file
-        notes = export_onnx(model, settings, path)
-        return Exported(path, notes)
+        return Exported(path, export_onnx(model, settings, path))
 
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
         return OrtRunner(artifact, settings.device, settings.extra.get("threads"))
-
-
-register(OnnxTarget())

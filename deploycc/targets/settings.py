@@ -1,51 +1,70 @@
-"""Per-target settings, read from `targets/<name>.toml`: device, precision, profiles, tolerances."""
+"""Per-target settings: device, precision, profiles of the dynamic axes, parity tolerances, memory model.
+
+Every target declares its defaults beside its code (`Target.defaults`), so an installed package builds
+exactly as the checkout does.  A TOML file `$DEPLOYCC_HOME/targets/<name>.toml` may override any of them
+(tables `[atoms]`, `[neighbours]`, `[tolerances]`, `[memory]`, `[extra]` are merged key by key).
+"""
 
 from __future__ import annotations
 
+import os
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ..paths import targets_dir
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A min/opt/max range for one dynamic axis (batch size or atom count)."""
+    """A min/opt/max range of one dynamic axis (atoms per call, or neighbour slots per atom)."""
 
     min: int
     opt: int
     max: int
 
     def __post_init__(self) -> None:
-        if not (1 <= self.min <= self.opt <= self.max):
-            raise UserInputError(f"profile needs 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        values = (self.min, self.opt, self.max)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or not 1 <= self.min <= self.opt <= self.max:
+            raise UserInputError(f"a profile needs integers 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
 
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Parity tolerances: energy per atom (abs, eV/atom); forces abs (eV/A) or relative RMSE (fraction);
-    virial per atom abs (eV/atom, periodic structures of periodic artifacts only)."""
+    """Parity tolerances: energy per atom (eV/atom); forces abs (eV/Å) or relative RMSE (fraction);
+    virial per atom (eV/atom, periodic structures)."""
 
-    energy_per_atom_abs: float = 1e-5
-    forces_abs: float = 1e-4
+    energy_per_atom_abs: float = 5e-5
+    forces_abs: float = 5e-4
     forces_rel: float = 1e-4
     virial_per_atom_abs: float = 1e-4
 
 
 @dataclass(frozen=True)
+class MemoryModel:
+    """Peak memory of one call, estimated before it runs: base + per_atom * A + per_slot * A * M bytes."""
+
+    base: float = 64e6
+    per_atom: float = 8e3
+    per_slot: float = 1.5e3
+
+    def estimate(self, atoms: int, slots: int) -> float:
+        return self.base + self.per_atom * atoms + self.per_slot * atoms * slots
+
+
+@dataclass(frozen=True)
 class TargetSettings:
-    """Everything that decides how one target builds and what its artifact must satisfy."""
+    """Everything that decides how one target builds, what its artifact must satisfy and what it holds."""
 
     target: str
     device: str = "cpu"
     precision: str = "fp32"
-    batch: Profile = field(default_factory=lambda: Profile(1, 32, 256))
-    atoms: Profile = field(default_factory=lambda: Profile(1, 32, 128))
+    atoms: Profile = field(default_factory=lambda: Profile(1, 1024, 1 << 20))  # atoms per call
+    neighbours: Profile = field(default_factory=lambda: Profile(1, 48, 512))  # slots per atom
     tolerances: Tolerances = field(default_factory=Tolerances)
-    opset: int = 20
+    memory: MemoryModel = field(default_factory=MemoryModel)
+    opset: int = 20  # the TensorRT ONNX parser's limit
     simplify: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -55,34 +74,55 @@ class TargetSettings:
     def with_device(self, device: str | None) -> "TargetSettings":
         return self if device is None else replace(self, device=device)
 
+    def merged(self, raw: dict[str, Any], source: str) -> "TargetSettings":
+        """These settings with the keys of `raw` (a TOML document or a manifest's settings) replaced."""
+        known = {f.name for f in fields(TargetSettings)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise UserInputError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {}
+        try:
+            for name, kind in (("atoms", Profile), ("neighbours", Profile), ("tolerances", Tolerances),
+                               ("memory", MemoryModel)):
+                if name in raw:
+                    values[name] = kind(**{**asdict(getattr(self, name)), **_table(raw[name], name, source)})
+            for name in ("target", "device", "precision"):
+                if name in raw:
+                    values[name] = str(raw[name])
+            if "opset" in raw:
+                values["opset"] = int(raw["opset"])
+            if "simplify" in raw:
+                values["simplify"] = bool(raw["simplify"])
+            if "extra" in raw:
+                values["extra"] = {**self.extra, **_table(raw["extra"], "extra", source)}
+        except (TypeError, ValueError) as exc:
+            raise UserInputError(f"{source}: bad setting ({exc})") from None
+        merged = replace(self, **values)
+        if merged.opset > 20:
+            raise UserInputError(f"{source}: opset {merged.opset} is above 20, the TensorRT ONNX parser's limit")
+        return merged
 
-def _parse(name: str, raw: dict[str, Any], source: str) -> TargetSettings:
-    try:
-        return TargetSettings(
-            target=raw.get("target", name),
-            device=raw.get("device", "cpu"),
-            precision=raw.get("precision", "fp32"),
-            batch=Profile(**raw.get("batch", {"min": 1, "opt": 32, "max": 256})),
-            atoms=Profile(**raw.get("atoms", {"min": 1, "opt": 32, "max": 128})),
-            tolerances=Tolerances(**raw.get("tolerances", {})),
-            opset=int(raw.get("opset", 20)),
-            simplify=bool(raw.get("simplify", True)),
-            extra=dict(raw.get("extra", {})),
-        )
-    except TypeError as exc:
-        raise UserInputError(f"{source}: bad setting ({exc})") from None
+
+def _table(value: Any, name: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserInputError(f"{source}: '{name}' must be a table, got {type(value).__name__}")
+    return value
 
 
-def load_settings(name: str, directory: Path | None = None) -> TargetSettings:
-    """Settings of target `name` from `<directory>/<name>.toml` (defaults when the file does not exist)."""
-    path = (directory or targets_dir()) / f"{name}.toml"
-    if not path.is_file():
-        return TargetSettings(target=name)
+def override_file(name: str) -> Path | None:
+    """`$DEPLOYCC_HOME/targets/<name>.toml` when DEPLOYCC_HOME is set and the file exists."""
+    home = os.environ.get("DEPLOYCC_HOME")
+    path = Path(home) / "targets" / f"{name}.toml" if home else None
+    return path if path is not None and path.is_file() else None
+
+
+def with_overrides(defaults: TargetSettings) -> TargetSettings:
+    """A target's defaults with its override file applied, if there is one."""
+    path = override_file(defaults.target)
+    if path is None:
+        return defaults
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: not valid TOML ({exc})") from None
-    settings = _parse(name, raw, str(path))
-    if settings.opset > 20:
-        raise UserInputError(f"{path}: opset {settings.opset} is above 20, the TensorRT ONNX parser's limit")
-    return settings
+    return defaults.merged(raw, str(path))

@@ -1,5 +1,4 @@
-"""TorchScript: a scripted wrapper whose forward returns energy and -dE/dR, plus the virial for periodic models
-(autograd inside the graph)."""
+"""TorchScript: a scripted wrapper computing per-atom energies, forces and virials (autograd inside the graph)."""
 
 from __future__ import annotations
 
@@ -7,42 +6,29 @@ from pathlib import Path
 
 import torch
 
-from ..model import EnergyForces, EnergyForcesVirial, StudentModel
-from .base import Exported, Runner, Target, register
-from .settings import TargetSettings
+from ..model import EnergyForcesVirials, StudentModel
+from .base import Exported, ModuleRunner, Runner, Target, register
+from .settings import MemoryModel, TargetSettings
 
 
-class TorchScriptRunner(Runner):
-    def __init__(self, module: torch.jit.ScriptModule, device: str) -> None:
-        self.module = module
-        self.device = device
-        self.periodic = bool(getattr(module, "periodic", False))
-        self.cutoff = float(getattr(module, "cutoff", 0.0))
-
-    def run(self, numbers: torch.Tensor, positions: torch.Tensor, *periodic: torch.Tensor
-            ) -> tuple[torch.Tensor, ...]:
-        periodic = tuple(x.to(self.device) for x in periodic)
-        return self.module(numbers.to(self.device), positions.to(self.device), *periodic)
-
-
+@register
 class TorchScriptTarget(Target):
     name = "torchscript"
     artifact_file = "model.ts"
-    description = "torch.jit.script of energy + autograd forces"
+    description = "torch.jit.script of energy + autograd forces and virials"
     devices = ("cpu", "cuda")
-    periodic = True
+    # The scripted graph differentiates with plain autograd (TorchScript runs no custom autograd functions),
+    # so it keeps the gathered neighbour features for the backward pass: more memory per slot than eager.
+    defaults = TargetSettings(target="torchscript", memory=MemoryModel(per_slot=3.0e3))
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         # torch.jit.trace cannot record the backward pass; scripting keeps autograd.grad in the graph.
-        model = model.to(settings.device).eval()
-        wrapper = EnergyForcesVirial(model) if model.periodic else EnergyForces(model)
-        scripted = torch.jit.script(wrapper)
+        model = model.to(settings.device).eval().set_recompute(False)
+        scripted = torch.jit.script(EnergyForcesVirials(model))
         path = out_dir / self.artifact_file
         torch.jit.save(scripted, str(path))
         return Exported(path)
 
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
-        return TorchScriptRunner(torch.jit.load(str(artifact), map_location=settings.device), settings.device)
-
-
-register(TorchScriptTarget())
+        module = torch.jit.load(str(artifact), map_location=settings.device)
+        return ModuleRunner(module, settings.device)

@@ -1,24 +1,25 @@
-"""Distillation training: energy-per-atom + force loss, AdamW, warm-up + cosine, EMA, early stopping."""
+"""Distillation training: energy-per-atom + force loss, AdamW, warm-up + cosine, EMA, early stopping, resume."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..batching import pad, pad_forces, size_batches
 from ..checkpoint import file_sha256, save_checkpoint
 from ..data.schema import Structures, read_h5
 from ..errors import UserInputError
-from ..model import ModelConfig, StudentModel, energy_and_forces
-from ..periodic import periodic_batch, periodic_inputs
+from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
+from .batches import Metrics, Prepared, distillation_loss, evaluate, size_batches
 from .normalisation import fit_element_references, fit_scale_shift
+
+__all__ = ["TrainSettings", "TrainResult", "Metrics", "train", "evaluate"]
 
 
 @dataclass
@@ -41,16 +42,19 @@ class TrainSettings:
     seed: int = 0
     device: str = "cpu"
 
-
-@dataclass
-class Metrics:
-    energy_mae_per_atom: float
-    force_mae: float
-    force_rmse: float
-    structures: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def check(self) -> None:
+        """Refuse settings outside their domain (one line)."""
+        for name in ("epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "ema_decay"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise UserInputError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        for name in ("energy_weight", "force_weight", "angular_weight", "max_minutes", "weight_decay"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise UserInputError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
 
 
 @dataclass
@@ -62,51 +66,6 @@ class TrainResult:
     val: Metrics
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def _tensors(data: Structures, idx: np.ndarray, device: str, model: StudentModel) -> tuple[torch.Tensor, ...]:
-    """numbers, positions, forces, energies (and cell, pbc, shifts for periodic models) of a batch."""
-    numbers, positions = pad([data.numbers[i] for i in idx], [data.positions[i] for i in idx])
-    forces = pad_forces([data.forces[i] for i in idx], numbers.shape[1])
-    energies = torch.tensor(data.energies[idx], dtype=torch.float64)
-    periodic: tuple[torch.Tensor, ...] = ()
-    if model.periodic:
-        cell, pbc = periodic_batch(data, idx) or (None, None)
-        periodic = periodic_inputs(numbers, positions, cell, pbc, model.cutoff)[2:]
-    elif data.pbc is not None and np.any(data.pbc[idx]):
-        raise UserInputError("the dataset holds periodic structures; train a periodic model (e.g. --model metals-tiny)")
-    tensors = (numbers, positions, forces, energies, *periodic)
-    return tuple(t.to(device) for t in tensors)
-
-
-def _loss(model: StudentModel, batch: tuple[torch.Tensor, ...], s: TrainSettings) -> torch.Tensor:
-    numbers, positions, ref_forces, ref_energies, *periodic = batch
-    energy, forces = energy_and_forces(model, numbers, positions, *periodic, create_graph=True)
-    n_atoms = (numbers > 0).sum(1).to(energy.dtype)
-    e_err = (energy.double() - ref_energies).float() / n_atoms
-    mask = (numbers > 0).unsqueeze(-1).to(forces.dtype)
-    f_err = (forces - ref_forces) * mask
-    loss = s.energy_weight * (e_err**2).mean() + s.force_weight * (f_err**2).sum() / (3 * mask.sum())
-    if s.angular_weight > 0:
-        cos = torch.nn.functional.cosine_similarity(forces, ref_forces, dim=-1, eps=1e-6)
-        loss = loss + s.angular_weight * ((1 - cos) * mask.squeeze(-1)).sum() / mask.sum()
-    return loss
-
-
-def evaluate(model: StudentModel, data: Structures, device: str = "cpu", batch_size: int = 64) -> Metrics:
-    """Energy MAE per atom and force MAE/RMSE (per component) against the data's labels."""
-    e_abs, f_abs, f_sq, n_comp = [], 0.0, 0.0, 0
-    for idx in size_batches([len(z) for z in data.numbers], batch_size):
-        numbers, positions, ref_f, ref_e, *periodic = _tensors(data, idx, device, model)
-        energy, forces = energy_and_forces(model, numbers, positions, *periodic)
-        n_atoms = (numbers > 0).sum(1).double()
-        e_abs.append(((energy.double() - ref_e).abs() / n_atoms).cpu())
-        mask = (numbers > 0).unsqueeze(-1)
-        diff = ((forces - ref_f) * mask).double()
-        f_abs += diff.abs().sum().item()
-        f_sq += (diff**2).sum().item()
-        n_comp += int(mask.sum().item()) * 3
-    return Metrics(float(torch.cat(e_abs).mean()), f_abs / n_comp, math.sqrt(f_sq / n_comp), len(data))
 
 
 class _EMA:
@@ -138,15 +97,8 @@ def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
 
 
-def train(
-    data_path: Path,
-    config: ModelConfig,
-    out: Path,
-    settings: TrainSettings,
-    resume: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Distil a student on `data_path`'s train split; early-stop on val; report on test; save `out`."""
+def load_dataset(data_path: Path, config: ModelConfig) -> Structures:
+    """The labelled dataset, refused when unlabelled, missing a split or holding elements above max_z."""
     data = read_h5(data_path)
     if not data.has_labels:
         raise UserInputError(f"dataset {data_path} has no energy/force labels")
@@ -156,92 +108,141 @@ def train(
     max_seen = max(int(z.max()) for z in data.numbers)
     if max_seen > config.max_z:
         raise UserInputError(f"dataset {data_path} has element Z={max_seen} above the model's max_z {config.max_z}")
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    train_set, val_set, test_set = data.split("train"), data.split("val"), data.split("test")
+    return data
 
+
+def initial_model(config: ModelConfig, train_set: Structures, device: str) -> StudentModel:
+    """A fresh student with element references, scale and shift fitted on the training split."""
+    if train_set.pbc is not None and np.any(train_set.pbc) and not config.periodic:
+        config = replace(config, periodic=True)  # recorded: parity then defaults to the periodic calibration set
     model = StudentModel(config)
     refs = fit_element_references(train_set, config.max_z)
     scale, shift = fit_scale_shift(train_set, refs)
     model.element_ref.copy_(torch.tensor(refs, dtype=torch.float32))
     model.scale.fill_(scale)
     model.shift.fill_(shift)
-    model.to(settings.device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    ema = _EMA(model, settings.ema_decay)
-    step, start_epoch, best_val, best_state, stale = 0, 0, math.inf, None, 0
-    history: list[dict[str, float]] = []
-    if resume and _state_path(out).is_file():
-        state = torch.load(_state_path(out), map_location=settings.device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        ema.shadow = state["ema"]
-        step, start_epoch, best_val, stale = state["step"], state["epoch"], state["best_val"], state["stale"]
-        best_state, history = state["best_state"], state["history"]
-        rng = np.random.default_rng(settings.seed + start_epoch)
+    return model.to(device)
 
+
+@dataclass
+class _Run:
+    """The state of a run that a resume restores."""
+
+    model: StudentModel
+    optimiser: torch.optim.Optimizer
+    ema: _EMA
+    step: int = 0
+    epoch: int = 0
+    best_val: float = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def save(self, path: Path, raw_state: dict[str, torch.Tensor]) -> None:
+        torch.save({"model": raw_state, "optimiser": self.optimiser.state_dict(), "ema": self.ema.shadow,
+                    "step": self.step, "epoch": self.epoch, "best_val": self.best_val, "stale": self.stale,
+                    "best_state": self.best_state, "history": self.history}, path)
+
+    def restore(self, path: Path, device: str) -> None:
+        state = torch.load(path, map_location=device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.ema.shadow = state["ema"]
+        self.step, self.epoch, self.best_val, self.stale = state["step"], state["epoch"], state["best_val"], state["stale"]
+        self.best_state, self.history = state["best_state"], state["history"]
+
+
+def _train_epoch(run: _Run, prepared: Prepared, s: TrainSettings, rng: np.random.Generator, started: float) -> float:
+    """One pass over the training split; returns the mean loss."""
+    run.model.train()
+    losses = []
+    for idx in size_batches(prepared.sizes(), s.batch_size, rng):
+        progress = run.epoch / s.epochs
+        if s.max_minutes > 0:
+            progress = max(progress, (time.perf_counter() - started) / 60.0 / s.max_minutes)
+        for group in run.optimiser.param_groups:
+            group["lr"] = s.lr * _lr_factor(run.step, progress, s)
+        loss = distillation_loss(run.model, prepared.batch(idx, s.device), len(idx), s.energy_weight,
+                                 s.force_weight, s.angular_weight)
+        run.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
+        run.optimiser.step()
+        run.ema.update(run.model)
+        losses.append(loss.item())
+        run.step += 1
+    return float(np.mean(losses))
+
+
+def _validate_epoch(run: _Run, val: Prepared, s: TrainSettings, loss: float, started: float
+                    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Score the EMA weights on the validation split, keep the best, return the epoch's record."""
+    raw_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.ema.copy_to(run.model)
+    run.model.eval()
+    metrics = evaluate(run.model, val, s.device)
+    score = s.energy_weight * metrics.energy_mae_per_atom + s.force_weight * metrics.force_rmse
+    record = {"epoch": run.epoch + 1, "loss": loss, "val_energy_mae": metrics.energy_mae_per_atom,
+              "val_force_rmse": metrics.force_rmse, "lr": run.optimiser.param_groups[0]["lr"],
+              "minutes": (time.perf_counter() - started) / 60.0}
+    run.history.append(record)
+    if score < run.best_val:
+        run.best_val, run.stale = score, 0
+        run.best_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    else:
+        run.stale += 1
+    run.model.load_state_dict(raw_state)
+    run.epoch += 1
+    return record, raw_state
+
+
+def train(data_path: Path, config: ModelConfig, out: Path, settings: TrainSettings, resume: bool = False,
+          on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Distil a student on `data_path`'s train split; early-stop on val; report on test; save `out`."""
+    settings.check()
+    data = load_dataset(data_path, config)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    train_set, val_set, test_set = data.split("train"), data.split("val"), data.split("test")
+    model = initial_model(config, train_set, settings.device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    run = _Run(model, optimiser, _EMA(model, settings.ema_decay))
+    if resume and _state_path(out).is_file():
+        run.restore(_state_path(out), settings.device)
+        rng = np.random.default_rng(settings.seed + run.epoch)
     started = time.perf_counter()
-    epoch = start_epoch
-    sizes = [len(z) for z in train_set.numbers]
-    for epoch in range(start_epoch, settings.epochs):
-        model.train()
-        losses = []
-        for idx in size_batches(sizes, settings.batch_size, rng):
-            elapsed = (time.perf_counter() - started) / 60.0
-            progress = epoch / settings.epochs
-            if settings.max_minutes > 0:
-                progress = max(progress, elapsed / settings.max_minutes)
-            for group in optimiser.param_groups:
-                group["lr"] = settings.lr * _lr_factor(step, progress, settings)
-            loss = _loss(model, _tensors(train_set, idx, settings.device, model), settings)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimiser.step()
-            ema.update(model)
-            losses.append(loss.item())
-            step += 1
-        raw_state = {k: v.clone() for k, v in model.state_dict().items()}
-        ema.copy_to(model)
-        model.eval()
-        val = evaluate(model, val_set, settings.device)
-        val_score = settings.energy_weight * val.energy_mae_per_atom + settings.force_weight * val.force_rmse
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_energy_mae": val.energy_mae_per_atom,
-                  "val_force_rmse": val.force_rmse, "lr": optimiser.param_groups[0]["lr"],
-                  "minutes": (time.perf_counter() - started) / 60.0}
-        history.append(record)
-        if val_score < best_val:
-            best_val, stale = val_score, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-        model.load_state_dict(raw_state)
-        torch.save({"model": raw_state, "optimiser": optimiser.state_dict(), "ema": ema.shadow, "step": step,
-                    "epoch": epoch + 1, "best_val": best_val, "stale": stale, "best_state": best_state,
-                    "history": history}, _state_path(out))
+    train_prep, val_prep = Prepared.of(train_set, model.cutoff), Prepared.of(val_set, model.cutoff)
+    while run.epoch < settings.epochs:
+        loss = _train_epoch(run, train_prep, settings, rng, started)
+        record, raw_state = _validate_epoch(run, val_prep, settings, loss, started)
+        run.save(_state_path(out), raw_state)
         if on_epoch is not None:
             on_epoch(record)
-        out_of_time = settings.max_minutes > 0 and record["minutes"] >= settings.max_minutes
-        if stale >= settings.patience or out_of_time:
+        if run.stale >= settings.patience or (settings.max_minutes > 0 and record["minutes"] >= settings.max_minutes):
             break
+    return _finish(run, data, data_path, train_set, val_prep, test_set, out, settings, started)
 
-    model.load_state_dict(best_state)
+
+def _finish(run: _Run, data: Structures, data_path: Path, train_set: Structures, val: Prepared,
+            test_set: Structures, out: Path, settings: TrainSettings, started: float) -> TrainResult:
+    """Evaluate the best weights on val and test and save the checkpoint with its metadata."""
+    model = run.model
+    model.load_state_dict(run.best_state)
     model.eval()
-    val = evaluate(model, val_set, settings.device)
-    test = evaluate(model, test_set, settings.device)
+    val_metrics, test_metrics = evaluate(model, val, settings.device), evaluate(model, test_set, settings.device)
     seconds = time.perf_counter() - started
     metadata: dict[str, Any] = {
         "dataset": str(data_path),
         "elements": sorted({int(z) for numbers in train_set.numbers for z in numbers}),  # for unseen-element checks
         "dataset_sha256": file_sha256(Path(data_path)),
         "teacher": str(data.attrs.get("teacher", "unknown")),
-        "epochs": epoch + 1,
+        "epochs": run.epoch,
         "train_settings": asdict(settings),
-        "test_metrics": test.as_dict(),
-        "val_metrics": val.as_dict(),
+        "test_metrics": test_metrics.as_dict(),
+        "val_metrics": val_metrics.as_dict(),
         "train_minutes": seconds / 60.0,
         "library_versions": library_versions(),
     }
     model.cpu()
     sha = save_checkpoint(model, out, metadata)
-    return TrainResult(out, sha, epoch + 1, test, val, seconds, history)
+    return TrainResult(out, sha, run.epoch, test_metrics, val_metrics, seconds, run.history)

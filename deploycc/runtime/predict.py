@@ -1,11 +1,12 @@
-"""`deploycc predict`: energies, forces (and stress, from periodic artifacts) for every structure of a file,
+"""`deploycc predict`: energies, forces (and stress, for periodic structures) for every structure of a file,
 written back as extended XYZ in input order: the high-throughput screening run.
 
 Structures are streamed from the file (ASE's `iread` for any format it reads; a deploycc HDF5 file is read
 whole, it is compact), so memory stays at one chunk however long the file is: a first pass validates every
-structure (a bad one is refused by its index before any work), a second evaluates chunk by chunk (similar
-sizes share a padded batch, see `Predictor.evaluate`) and appends to a temporary file that is renamed over
-`out` at the end, so an interrupted run never leaves a half-written file.
+structure (a bad one is refused by its index before any work), a second evaluates chunk by chunk (calls
+sized by the Predictor's memory budget) and appends to a temporary file that is renamed over `out` at the
+end, so an interrupted run never leaves a half-written file.  The destination is checked first: it must
+name an extended-XYZ file (.extxyz, .xyz) in a writable folder and must not be the input.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .api import Predictor
-from .errors import UserInputError
+from ..errors import StorageError, UserInputError
+from .predictor import Predictor
 
 CHUNK = 512  # structures per evaluate call (progress granularity; batching inside is by the profile)
 
@@ -44,7 +45,7 @@ def iter_atoms(path: Path) -> Iterator:
     errors for a missing, unreadable or empty file."""
     from ase import Atoms
 
-    from .data.schema import existing_structure_file, read_h5, unreadable
+    from ..data.schema import existing_structure_file, read_h5, unreadable
 
     path = existing_structure_file(path)
     if path.suffix in (".h5", ".hdf5"):
@@ -91,17 +92,41 @@ def labelled(atoms, energy: float, forces: np.ndarray, stress: np.ndarray | None
     return out
 
 
+OUTPUT_SUFFIXES = (".extxyz", ".xyz")
+
+
+def check_destination(out: Path, source: Path) -> Path:
+    """`out` if it can be written as extended XYZ without touching `source`; else a one-line error."""
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserInputError(f"--out {out}: predictions are written as extended XYZ; name the file "
+                             f"{out.with_suffix('.extxyz').name} ({' or '.join(OUTPUT_SUFFIXES)})")
+    if out.is_dir():
+        raise UserInputError(f"--out {out} is a folder; give a file name ending in .extxyz")
+    if out.exists() and Path(source).exists() and os.path.samefile(out, source):
+        raise UserInputError(f"--out {out} is the input file: write the predictions to another file")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UserInputError(f"--out {out}: {parent} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {parent} for --out ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise StorageError(f"cannot write {out}: {parent} is not writable")
+    return out
+
+
 def predict_file(predictor: Predictor, structures: Path, out: Path,
                  on_progress: Callable[[int, int], None] | None = None) -> PredictReport:
     """Evaluate every structure of `structures` with `predictor` and write them, labelled, to `out` (extxyz)."""
     import ase.io
 
+    out = check_destination(out, structures)
     total = 0
     for chunk in chunks(structures):  # pass 1: every bad structure is refused, by its index, before any work
         predictor.validate(chunk, first_index=total)
         total += len(chunk)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done, atoms_count, seconds, with_stress = 0, 0, 0.0, False
     try:
@@ -110,8 +135,7 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
                 begin = time.perf_counter()
                 energies, forces, stresses = predictor.evaluate(chunk, check=False)  # validated in pass 1
                 seconds += time.perf_counter() - begin
-                results = [labelled(atoms, float(energies[k]), forces[k], None if stresses is None else stresses[k])
-                           for k, atoms in enumerate(chunk)]
+                results = [labelled(atoms, float(energies[k]), forces[k], stresses[k]) for k, atoms in enumerate(chunk)]
                 with_stress |= any("stress" in a.calc.results for a in results)
                 ase.io.write(handle, results, format="extxyz")
                 done += len(chunk)

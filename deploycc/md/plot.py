@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .md import MdResult
+    from .results import MdResult
 
 
 def plot_energies(result: "MdResult", path: Path) -> Path:

@@ -10,148 +10,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .api import Predictor, load
-from .errors import UserInputError
+from ..errors import UserInputError
+from ..runtime.load import load, reference_predictor
+from ..runtime.predictor import Predictor
+from .results import Divergence, MdResult, MdSettings, Series, Stats
 
 Progress = Callable[[str, int, int], None]  # (phase, steps done, steps total)
-
-
-@dataclass
-class MdSettings:
-    """Physics and bookkeeping of one validation run (times in fs unless named otherwise)."""
-
-    temperature: float = 300.0  # K
-    timestep_fs: float = 0.5
-    nve_steps: int = 20_000  # 10 ps at 0.5 fs
-    equilibrate_steps: int = 2_000  # 1 ps at 0.5 fs
-    relax_fmax: float = 0.05  # eV/Angstrom
-    relax_steps: int = 500
-    relax_cell: bool = False  # periodic structures: relax the cell too (stress, FrechetCellFilter) before MD
-    friction: float = 0.01  # Langevin friction, 1/fs
-    seed: int = 0
-    log_interval: int = 10  # steps between samples and trajectory frames
-    max_temperature_factor: float = 10.0  # stop NVE early as unstable above this multiple of the target
-
-    def check(self) -> None:
-        """Refuse settings that cannot make a run (as user errors)."""
-        for name in ("temperature", "timestep_fs", "friction", "relax_fmax"):
-            if not getattr(self, name) > 0:
-                raise UserInputError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("nve_steps", "log_interval"):
-            if getattr(self, name) < 1:
-                raise UserInputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.equilibrate_steps < 0 or self.relax_steps < 0:
-            raise UserInputError("equilibration and relaxation steps cannot be negative")
-
-
-@dataclass
-class Series:
-    """NVE samples of one model every `log_interval` steps (energies in eV, positions in Angstrom)."""
-
-    label: str
-    time_ps: np.ndarray
-    potential: np.ndarray
-    kinetic: np.ndarray
-    positions: np.ndarray  # [samples, atoms, 3]
-    steps: int  # steps actually run
-    wall_s: float
-    stable: bool = True
-
-    @property
-    def total(self) -> np.ndarray:
-        return self.potential + self.kinetic
-
-
-@dataclass
-class Stats:
-    """Energy conservation and temperature of one NVE run."""
-
-    label: str
-    drift_mev_atom_ps: float
-    fluctuation_mev_atom: float
-    mean_temperature: float
-    max_temperature: float
-    ms_per_step: float
-    steps: int
-    stable: bool
-
-
-@dataclass
-class Divergence:
-    """How far two NVE runs from the same start drift apart."""
-
-    max_rmsd: float  # Angstrom
-    final_rmsd: float
-    max_potential_diff_mev_atom: float
-    final_potential_diff_mev_atom: float
-    ps_to_0p1_angstrom: float | None  # first sample with RMSD above 0.1 Angstrom (None: never)
-    rmsd: list[float] = field(repr=False, default_factory=list)
-
-
-@dataclass
-class Check:
-    name: str
-    value: float
-    limit: float
-    passed: bool
-    text: str
-
-
-@dataclass
-class MdResult:
-    """Everything one `run_md` measured; `checks()` compares it with thresholds."""
-
-    formula: str
-    n_atoms: int
-    dof: int
-    settings: MdSettings
-    relax: dict[str, Any]
-    run: Series
-    stats: Stats
-    compare: Series | None = None
-    compare_stats: Stats | None = None
-    divergence: Divergence | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def checks(self, max_drift: float = 1.0, max_temperature_error: float = 0.30) -> list[Check]:
-        """Drift, mean temperature and stability of the model under test (the first run)."""
-        s, target = self.stats, self.settings.temperature
-        error = abs(s.mean_temperature - target) / target
-        return [
-            Check("drift", abs(s.drift_mev_atom_ps), max_drift, abs(s.drift_mev_atom_ps) <= max_drift,
-                  f"|drift| {abs(s.drift_mev_atom_ps):.3f} meV/atom/ps (max {max_drift:g})"),
-            Check("temperature", error, max_temperature_error, bool(error <= max_temperature_error),
-                  f"mean NVE T {s.mean_temperature:.0f} K, {100 * error:.1f}% from {target:g} K "
-                  f"(max {100 * max_temperature_error:g}%)"),
-            Check("stable", float(s.steps), float(self.settings.nve_steps), s.stable,
-                  f"{s.steps}/{self.settings.nve_steps} NVE steps"
-                  + ("" if s.stable else f" (stopped: T above {self.settings.max_temperature_factor:g}x target)")),
-        ]
-
-    def to_dict(self, **thresholds: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"formula": self.formula, "atoms": self.n_atoms, "dof": self.dof,
-                               "settings": asdict(self.settings), "relax": self.relax, "stats": asdict(self.stats),
-                               "checks": [asdict(c) for c in self.checks(**thresholds)], "files": self.files,
-                               "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}}
-        if self.compare_stats is not None and self.divergence is not None:
-            out["compare_stats"] = asdict(self.compare_stats)
-            out["divergence"] = {k: v for k, v in asdict(self.divergence).items() if k != "rmsd"}
-        return _json_safe(out)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities (a run that stopped at once) become null, so the summary is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def fit_drift(time_ps: np.ndarray, total_per_atom: np.ndarray) -> float:
@@ -179,7 +48,7 @@ def read_structure(path: Path):
     """The (last) structure of any ASE-readable file; missing or unreadable files are user errors."""
     import ase.io
 
-    from .data.schema import existing_structure_file, unreadable
+    from ..data.schema import existing_structure_file, unreadable
 
     path = existing_structure_file(path)
     try:
@@ -195,19 +64,7 @@ def read_structure(path: Path):
 
 def eager_reference(source: str | os.PathLike) -> Predictor:
     """The eager model an artifact was built from (its reference checkpoint); checkpoints and presets as is."""
-    from .artifacts import read_manifest
-    from .pipeline import reference_checkpoint, resolve_settings
-    from .targets.eager import EagerRunner
-
-    path = Path(source)
-    folder = path.parent if path.is_file() and (path.parent / "manifest.json").is_file() else path
-    if not (folder / "manifest.json").is_file():
-        return load(source, "cpu")
-    manifest = read_manifest(folder)
-    checkpoint = reference_checkpoint(folder, manifest)
-    settings = resolve_settings("eager", "cpu")
-    return Predictor(EagerRunner(checkpoint.model, "cpu"), settings.batch.max, 10**6, checkpoint.config.max_z,
-                     f"{manifest['model']}/eager", elements=checkpoint.elements)
+    return reference_predictor(source)
 
 
 def _predictor(source: Predictor | str | os.PathLike) -> Predictor:
@@ -215,7 +72,7 @@ def _predictor(source: Predictor | str | os.PathLike) -> Predictor:
 
 
 def _calculator(predictor: Predictor):
-    from .ase import DeployccCalculator
+    from ..runtime.ase import DeployccCalculator
 
     return DeployccCalculator(predictor)
 
@@ -378,7 +235,7 @@ def write_outputs(result: MdResult, out: Path, **thresholds: float) -> None:
     """The JSON summary and the energy plot into `out` (the trajectories are written during the run)."""
     import json
 
-    from .md_plot import plot_energies
+    from .plot import plot_energies
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

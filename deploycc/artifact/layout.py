@@ -1,10 +1,11 @@
-"""Artifact folders: layout, manifests, hashes, atomic replacement and build locks."""
+"""Artifact folders: names, atomic JSON, build locks, staging, publish by rename, recovery, storage errors."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -12,67 +13,51 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .checkpoint import file_sha256
-from .errors import ArtifactError, StorageError
+from ..errors import ArtifactError, StorageError
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
 REFERENCE = "reference.pt"
-MANIFEST_VERSION = 1
 
 
 def artifact_dir(root: Path, model: str, target: str) -> Path:
-    return Path(root) / model / target
+    """Where `deploycc build` puts an artifact: <root>/<model>/<target>, through a symlinked folder to its
+    real place (so publishing replaces the real folder and keeps the link)."""
+    folder = Path(root) / model / target
+    return folder.resolve() if folder.is_symlink() else folder
+
+
+def artifact_folder(path: Path | str) -> Path:
+    """The artifact folder of a path that names the folder or a file inside it."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None, so that it is strict JSON (null)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    """Write strict JSON atomically (temporary file in the same folder, then rename); non-finite numbers
+    are written as null."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            json.dump(json_safe(payload), handle, indent=2, sort_keys=False, default=str, allow_nan=False)
             handle.write("\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of an artifact folder; clear errors for missing, unreadable or newer manifests."""
-    folder = Path(folder)
-    if folder.is_file():
-        folder = folder.parent
-    path = folder / MANIFEST
-    recover_if_interrupted(folder)
-    if not folder.is_dir():
-        raise ArtifactError(f"artifact folder {folder} does not exist; build it with `deploycc build`")
-    if not path.is_file():
-        raise ArtifactError(f"{folder} has no {MANIFEST}: not a deploycc artifact (rebuild it with `deploycc build`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc})") from None
-    version = int(manifest.get("format_version", 0))
-    if version > MANIFEST_VERSION:
-        raise ArtifactError(f"{path} has format_version {version}; this deploycc reads up to {MANIFEST_VERSION}: upgrade deploycc")
-    for key in ("target", "artifact", "settings"):
-        if key not in manifest:
-            raise ArtifactError(f"{path} lacks '{key}': rebuild the artifact")
-    return manifest
-
-
-def verify_hashes(folder: Path, manifest: dict[str, Any]) -> Path:
-    """Check the artifact file against its recorded sha256; return its path."""
-    artifact = Path(folder) / manifest["artifact"]["file"]
-    if not artifact.is_file():
-        raise ArtifactError(f"artifact file {artifact} is missing; rebuild with `deploycc build --force`")
-    actual = file_sha256(artifact)
-    if actual != manifest["artifact"]["sha256"]:
-        raise ArtifactError(f"{artifact} does not match its manifest (sha256 {actual[:12]} != "
-                            f"{manifest['artifact']['sha256'][:12]}): it was modified; rebuild with `deploycc build --force`")
-    return artifact
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .bench import BenchResult
+    from .driver import BenchResult
 
 
 def plot_result(result: "BenchResult", path: Path) -> Path:

@@ -1,0 +1,1 @@
+"""Artifacts on disk: folder layout and atomic publishing (layout), the typed manifest, the one way in (open)."""

@@ -1,0 +1,132 @@
+"""Verbs that make data and students: `models`, `data generate`, `data metals`, `data import`, `train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserInputError
+from .app import app, data_app
+from .console import console
+from .render import print_label_report, print_models, print_train_result, progress
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the preset student architectures with their parameter counts."""
+    print_models()
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    teacher: str = typer.Option("xtb", help="teacher: xtb, emt, chgnet, or module:factory"),
+    smiles: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped drug-like list)"),
+    rattles: int = typer.Option(16, help="rattled frames per molecule"),
+    md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
+    max_molecules: int = typer.Option(0, help="use only the first N molecules (0 = all)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Label off-equilibrium frames of molecules with a teacher; split by molecule; write HDF5."""
+    from ..data.generate import SMILES_FILE, generate_molecules, read_smiles
+    from ..data.schema import write_h5
+    from ..data.teachers import get_teacher
+
+    chosen = get_teacher(teacher)
+    molecules = read_smiles(smiles or SMILES_FILE)
+    if max_molecules > 0:
+        molecules = molecules[:max_molecules]
+    chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
+    with progress() as bar:
+        task = bar.add_task(f"labelling with {chosen.name}", total=len(molecules))
+        data, report = generate_molecules(molecules, chosen, rattles=rattles, md_frames=md_frames, seed=seed,
+                                          on_molecule=lambda name: bar.advance(task))
+    write_h5(data, out)
+    print_label_report(report, out, data)
+
+
+@data_app.command("metals")
+def data_metals(
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    teacher: str = typer.Option("emt", help="teacher: emt (offline, fast), chgnet, or module:factory"),
+    bulk: int = typer.Option(3, help="bulk cells per element (fcc, bcc, hcp in turn)"),
+    alloys: int = typer.Option(20, help="random binary fcc alloys"),
+    vacancies: int = typer.Option(10, help="fcc cells with 1-3 vacancies"),
+    slabs: int = typer.Option(12, help="fcc(111)/(100)/(110) slabs with vacuum (pbc in-plane)"),
+    clusters: int = typer.Option(6, help="non-periodic nanoparticles"),
+    rattles: int = typer.Option(6, help="rattled frames per system"),
+    md_frames: int = typer.Option(14, help="teacher-MD frames per system (300-1500 K)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Periodic metals (Al Cu Ag Au Ni Pd Pt: bulk, alloys, strain, vacancies, slabs, MD), 32-200 atoms."""
+    from ..data.metals import MetalsSettings, generate_metals, systems
+    from ..data.schema import write_h5
+    from ..data.teachers import get_teacher
+
+    chosen = get_teacher(teacher)
+    chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
+    settings = MetalsSettings(bulk=bulk, alloys=alloys, vacancies=vacancies, slabs=slabs, clusters=clusters,
+                              rattles=rattles, md_frames=md_frames, seed=seed)
+    total = sum(1 for _ in systems(settings))
+    with progress() as bar:
+        task = bar.add_task(f"labelling with {chosen.name}", total=total)
+        data, report = generate_metals(chosen, settings, on_system=lambda name: bar.advance(task))
+    write_h5(data, out)
+    print_label_report(report, out, data)
+
+
+@data_app.command("import")
+def data_import(
+    source: Path = typer.Argument(..., help="any ASE-readable labelled file (extxyz, ASE database, ...)"),
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    seed: int = typer.Option(0, help="seed of the train/val/test split"),
+) -> None:
+    """Import labelled structures from an ASE-readable file into the HDF5 schema."""
+    import numpy as np
+
+    from ..data.schema import read_structures, split_by_group, write_h5
+
+    data = read_structures(source)
+    if not data.has_labels:
+        raise UserInputError(f"{source} carries no energy/forces labels; label it with `deploycc data generate`")
+    data.group = np.arange(len(data)) if data.group is None else data.group
+    data.splits = split_by_group(data.group, (0.8, 0.1, 0.1), seed)
+    data.attrs.update({"teacher": "imported", "source": str(source), "generator": "deploycc data import"})
+    write_h5(data, out)
+    console.print(f"wrote {len(data)} structures to {out}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., help="HDF5 dataset with train/val/test splits"),
+    model: str = typer.Option("tiny", help="architecture preset: original, tiny, ultra-tiny, metals-tiny"),
+    out: Path = typer.Option(..., help="checkpoint to write"),
+    epochs: int = typer.Option(200),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(2e-3),
+    energy_weight: float = typer.Option(10.0, help="weight of the energy-per-atom loss (eV/atom)^2"),
+    force_weight: float = typer.Option(1.0, help="weight of the force loss (eV/A)^2"),
+    angular_weight: float = typer.Option(0.0, help="weight of the 1 - cos(F, F_ref) term"),
+    patience: int = typer.Option(30, help="early stopping: epochs without validation improvement"),
+    max_minutes: float = typer.Option(0.0, help="wall-clock budget; the LR schedule follows it (0 = none)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    resume: bool = typer.Option(False, help="continue from the training state saved beside --out"),
+) -> None:
+    """Distil a student from the dataset's teacher labels and save a checkpoint."""
+    from ..model import preset_config
+    from ..train.loop import TrainSettings, train
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
+                             force_weight=force_weight, angular_weight=angular_weight, patience=patience,
+                             max_minutes=max_minutes, seed=seed, device=device)
+
+    def report(record: dict) -> None:
+        console.print(f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  val E {1000 * record['val_energy_mae']:.2f} "
+                      f"meV/atom  val F rmse {record['val_force_rmse']:.4f} eV/Å  lr {record['lr']:.2e}  "
+                      f"{record['minutes']:.1f} min")
+
+    result = train(data, preset_config(model), out, settings, resume=resume, on_epoch=report)
+    print_train_result(model, result)

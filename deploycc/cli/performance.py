@@ -1,0 +1,87 @@
+"""Verbs that measure: `bench` (latency and throughput per target and batch size) and `select`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UserInputError
+from .app import app
+from .console import console
+from .render import print_bench, print_selection
+
+
+def _sizes(text: str, option: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserInputError(f"{option} must be comma-separated integers, got '{text}'") from None
+
+
+@app.command("bench")
+def bench_cmd(
+    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny, metals-tiny) or checkpoint path"),
+    target: str = typer.Option("all", help="target name, comma-separated names, or 'all' (skips unavailable)"),
+    batch_sizes: str = typer.Option("1,2,4,8,16,32,64,128,256", help="comma-separated batch sizes"),
+    atoms: int = typer.Option(25, help="structures of about this many atoms (workload structures within ±3)"),
+    structures: Optional[Path] = typer.Option(None, help="workload file (default: the shipped calibration set)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    threads: int = typer.Option(2, help="CPU threads per target (torch, ONNX Runtime, OMP/MKL)"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON here"),
+    markdown: Optional[Path] = typer.Option(None, help="write the table as Markdown here"),
+    plot: Optional[Path] = typer.Option(None, help="write latency/throughput plots (PNG) here"),
+    min_iters: int = typer.Option(50, help="timed calls per batch size, at least"),
+    min_seconds: float = typer.Option(1.0, help="timed seconds per batch size, at least"),
+    warmup: int = typer.Option(10, help="untimed calls before timing each batch size"),
+) -> None:
+    """Latency, throughput and peak memory per target and batch size, each target in its own process."""
+    from ..bench.driver import BenchConfig, latest_path, run_bench
+    from ..bench.plot import plot_result
+    from ..bench.report import to_markdown
+
+    config = BenchConfig(model=model, targets=target, batch_sizes=_sizes(batch_sizes, "--batch-sizes"), atoms=atoms,
+                         device=device, structures=structures, threads=threads, out=out, min_iters=min_iters,
+                         min_seconds=min_seconds, warmup=warmup)
+    with console.status("[bold]bench[/bold]: starting") as status:
+        result = run_bench(config, on_event=lambda message: status.update(f"[bold]bench[/bold] {message}"))
+    print_bench(result)
+    if json_out is not None:
+        result.write_json(json_out)
+        console.print(f"wrote {json_out}")
+    if markdown is not None:
+        markdown.write_text(to_markdown(result))
+        console.print(f"wrote {markdown}")
+    if plot is not None:
+        plot_result(result, plot)
+        console.print(f"wrote {plot}")
+    console.print(f"saved {latest_path(out, str(result.header['model']), device)} (read by `deploycc select`)",
+                  markup=False, soft_wrap=True)
+
+
+@app.command("select")
+def select_cmd(
+    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny, metals-tiny) or checkpoint path"),
+    batch_size: int = typer.Option(..., help="structures per call"),
+    atoms: Optional[int] = typer.Option(None, help="atoms per structure (default: the bench's workload)"),
+    device: str = typer.Option("cpu", help="cpu or cuda: whose latest bench to read"),
+    mode: str = typer.Option("host", help="host (CPU tensors in and out) or device (cuda only)"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the selection as JSON here"),
+) -> None:
+    """The fastest built artifact that passed parity at this batch size, from the latest bench."""
+    from ..artifact.layout import write_json
+    from ..select import NothingEligibleError, select_backend
+
+    try:
+        selection = select_backend(model, batch_size, atoms, device, out, mode)
+    except NothingEligibleError as exc:
+        print_selection(exc.selection)
+        raise
+    print_selection(selection)
+    console.print(f"selected: {selection.chosen.target} — {selection.row()}", markup=False, soft_wrap=True)
+    if json_out is not None:
+        write_json(json_out, selection.to_dict())
+        console.print(f"wrote {json_out}")

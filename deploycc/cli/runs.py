@@ -1,0 +1,98 @@
+"""Verbs that run artifacts: `predict` (screen a file) and `md` (validation dynamics)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import UnseenElementWarning, UserInputError
+from .app import app
+from .console import console, errors
+from .render import escape, print_md, report_unseen
+
+
+@app.command("predict")
+def predict_cmd(
+    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    structures: Path = typer.Option(..., help="structures to evaluate: extxyz / any ASE-readable file / deploycc HDF5"),
+    out: Path = typer.Option(..., help="write the labelled structures here (extended XYZ, input order)"),
+    device: Optional[str] = typer.Option(None, help="run on this device (default: the artifact's)"),
+    unseen_elements: str = typer.Option("warn", help="elements absent from the training data: warn, refuse, allow"),
+) -> None:
+    """Energies, forces (and stress, for periodic structures) for every structure of a file: the screening run."""
+    from rich.progress import Progress
+
+    from ..runtime.load import load
+    from ..runtime.predict import check_destination, predict_file
+
+    check_destination(out, structures)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenElementWarning)
+        predictor = load(artifact, device, unseen_elements)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("predict", total=None)
+            report = predict_file(predictor, structures, out,
+                                  on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    report_unseen(caught)
+    console.print(f"{report.structures} structures ({report.atoms} atoms) with {predictor.label}: "
+                  f"{report.seconds:.2f} s in the model, {report.structures_per_second:,.0f} structures/s; "
+                  f"energy, forces{', stress' if report.stress else ''} written to {report.out}",
+                  markup=False, soft_wrap=True)
+
+
+@app.command("md")
+def md_cmd(
+    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    structure: Path = typer.Option(..., help="any ASE-readable structure file (its last frame)"),
+    temperature: float = typer.Option(300.0, help="target temperature (K)"),
+    timestep_fs: float = typer.Option(0.5, help="time step (fs)"),
+    ps: float = typer.Option(10.0, help="NVE length (ps)"),
+    steps: Optional[int] = typer.Option(None, help="NVE length in steps (overrides --ps)"),
+    equilibrate_ps: float = typer.Option(1.0, help="Langevin equilibration before NVE (ps)"),
+    relax_fmax: float = typer.Option(0.05, help="BFGS relaxation to this max force (eV/Å)"),
+    relax_steps: int = typer.Option(500, help="at most this many relaxation steps"),
+    relax_cell: bool = typer.Option(False, "--relax-cell/--fixed-cell",
+                                    help="periodic structures: relax the cell too, by stress (zero pressure)"),
+    friction: float = typer.Option(0.01, help="Langevin friction (1/fs)"),
+    seed: int = typer.Option(0, help="seed of the initial velocities and the thermostat"),
+    log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames"),
+    compare: Optional[str] = typer.Option(None, help="'eager' (the artifact's checkpoint) or another model: "
+                                                     "rerun NVE from the same start, report divergence"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default artifacts/md/<structure>-<model>)"),
+    max_drift: float = typer.Option(1.0, help="check: |energy drift| at most this (meV/atom/ps)"),
+    max_temperature_error: float = typer.Option(0.30, help="check: mean NVE T within this fraction of target"),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="exit 1 when a check fails"),
+) -> None:
+    """Relax, Langevin-equilibrate, then NVE MD through ASE: energy drift, temperature, ms/step; exit 1 on a
+    failed check."""
+    from ..md import MdSettings, eager_reference, read_structure, run_md, write_outputs
+    from ..paths import artifacts_root
+    from ..runtime.load import load
+
+    if not timestep_fs > 0 or not ps > 0 or not equilibrate_ps >= 0:
+        raise UserInputError(f"--timestep-fs and --ps must be positive and --equilibrate-ps not negative, got "
+                             f"{timestep_fs:g}, {ps:g}, {equilibrate_ps:g}")
+    atoms = read_structure(structure)
+    settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
+                          nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
+                          equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,
+                          relax_steps=relax_steps, relax_cell=relax_cell, log_interval=log_interval)
+    settings.check()
+    predictor = load(artifact)
+    other = None if compare is None else eager_reference(artifact) if compare == "eager" else load(compare)
+    out = out or artifacts_root() / "md" / f"{structure.stem}-{predictor.label.replace('/', '-')}"
+    with console.status("[bold]md[/bold]: relaxing") as status:
+        result = run_md(predictor, atoms, settings, compare=other, out=out,
+                        on_progress=lambda phase, done, total: status.update(
+                            f"[bold]md[/bold] {escape(phase)}: step {done}/{total}"))
+    thresholds = {"max_drift": max_drift, "max_temperature_error": max_temperature_error}
+    write_outputs(result, out, **thresholds)
+    failed = print_md(result, thresholds)
+    for name, path in result.files.items():
+        console.print(f"wrote {path} ({name})", markup=False, soft_wrap=True)
+    if failed and gate:
+        errors.print(f"error: {result.run.label} failed {', '.join(failed)} in NVE MD", soft_wrap=True)
+        raise typer.Exit(1)

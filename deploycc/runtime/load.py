@@ -1,0 +1,53 @@
+"""Loading: any artifact, checkpoint or preset into a Predictor (the one place `deploycc.api.load` comes from)."""
+
+from __future__ import annotations
+
+import os
+
+from .predictor import Predictor
+from .validate import Rules, check_unseen_policy
+
+
+def load(source: str | os.PathLike, device: str | None = None, unseen_elements: str = "warn",
+         memory_budget: float | None = None) -> Predictor:
+    """A predictor for an artifact folder or file, a checkpoint path, or a preset name.
+
+    `unseen_elements`: what to do with a structure holding an element absent from the training data:
+    "warn" (UnseenElementWarning, the default), "refuse" (UserInputError) or "allow".
+    `memory_budget`: bytes one call may use (default: half the available memory, see runtime/predictor.py)."""
+    from ..artifact.open import is_artifact, open_artifact
+    from ..checkpoint import load_checkpoint
+    from ..targets.base import get_target
+    from ..targets.eager import eager_runner
+
+    check_unseen_policy(unseen_elements)
+    if is_artifact(source):
+        opened = open_artifact(source, device)
+        config = opened.manifest.model_config
+        rules = Rules.make(opened.label, int(config["max_z"]), float(config["cutoff"]), opened.manifest.elements,
+                           unseen_elements, opened.settings.neighbours.max)
+        return Predictor(opened.runner, opened.settings, rules, memory_budget)
+    checkpoint = load_checkpoint(source)
+    settings = get_target("eager").settings(device)
+    rules = Rules.make(f"{checkpoint.name}/eager", checkpoint.config.max_z, checkpoint.config.cutoff,
+                       checkpoint.elements, unseen_elements)
+    return Predictor(eager_runner(checkpoint.model, settings.device), settings, rules, memory_budget)
+
+
+def reference_predictor(source: str | os.PathLike, unseen_elements: str = "warn") -> Predictor:
+    """The eager model an artifact was built from (its reference checkpoint), on the CPU; checkpoints and
+    presets as they are."""
+    from ..artifact.layout import artifact_folder
+    from ..artifact.manifest import read_manifest
+    from ..artifact.open import is_artifact, reference_checkpoint
+    from ..targets.base import get_target
+    from ..targets.eager import eager_runner
+
+    if not is_artifact(source):
+        return load(source, "cpu", unseen_elements)
+    folder = artifact_folder(source)
+    manifest = read_manifest(folder)
+    checkpoint = reference_checkpoint(folder, manifest)
+    rules = Rules.make(f"{manifest.model}/eager", checkpoint.config.max_z, checkpoint.config.cutoff,
+                       checkpoint.elements, unseen_elements)
+    return Predictor(eager_runner(checkpoint.model, "cpu"), get_target("eager").settings("cpu"), rules)
