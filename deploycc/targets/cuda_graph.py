@@ -67,10 +67,11 @@ class _Captured:
     filled: tuple[int, int] = (-1, -1)  # (A, M) of the last request copied in; outside it: the template
 
 
-def padding_template(atoms: int, slots: int, device: str | torch.device) -> GraphInputs:
+def padding_template(atoms: int, slots: int, device: str | torch.device, dtype: torch.dtype = torch.float32
+                     ) -> GraphInputs:
     """Inputs of `atoms` padding atoms (number 0) whose slots point at themselves with far vectors."""
     index = torch.arange(atoms, device=device)
-    vectors = torch.zeros(atoms, slots, 3, device=device)
+    vectors = torch.zeros(atoms, slots, 3, device=device, dtype=dtype)
     vectors[..., 0] = PADDING_DISTANCE
     return GraphInputs(torch.zeros(atoms, dtype=torch.long, device=device), vectors,
                        index[:, None].expand(atoms, slots).contiguous(),
@@ -96,7 +97,7 @@ def pad_inputs(inputs: GraphInputs, atoms: int, slots: int) -> GraphInputs:
     """`inputs` grown to `atoms` atoms with `slots` slots each by padding atoms and slots (new tensors)."""
     if (inputs.atoms, inputs.slots) == (atoms, slots):
         return inputs
-    padded = padding_template(atoms, slots, inputs.numbers.device)
+    padded = padding_template(atoms, slots, inputs.numbers.device, inputs.vectors.dtype)
     copy_into(padded, inputs)
     return padded
 

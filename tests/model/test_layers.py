@@ -1,35 +1,47 @@
-"""Message-block formulation switches: each must leave energies and forces unchanged."""
+"""Message-block formulation switches and the scatter-free neighbour contractions: each must leave energies,
+forces and their derivatives unchanged."""
 
 from __future__ import annotations
-
-import collections
 
 import pytest
 import torch
 
-from deploycc.model import PRESET_CONFIGS, StudentModel, energy_and_forces
-from deploycc.model.layers import Message, columns_by_matmul
-from deploycc.targets.onnx_export import trace_energy_forces
+from deploycc.model.layers import Message
+from deploycc.model.pairs import contract, gather, reverse_sum, take
+from deploycc.runtime.neighbours import Structure, neighbour_batch
+from deploycc.targets.base import GraphInputs
+from helpers import periodic_structures, random_molecule
+
+import numpy as np
 
 
-def _inputs(seed: int = 0, b: int = 2, n: int = 6, f: int = 16, k: int = 5):
+def layout(seed: int = 0):
+    """A real neighbour layout (a cluster and a small cell, so reverse slots include periodic images)."""
+    rng = np.random.default_rng(seed)
+    structures = [Structure.of(*random_molecule(rng, 9)), Structure.from_atoms(periodic_structures(seed)[0])]
+    return GraphInputs.from_batch(neighbour_batch(structures, 5.0), torch.float64)
+
+
+def _message_inputs(seed: int = 0, f: int = 16, k: int = 5):
+    inputs = layout(seed)
     g = torch.Generator().manual_seed(seed)
-    s = torch.randn(b, n, f, generator=g)
-    centred = torch.randn(b, n, 3, generator=g)
-    basis = torch.rand(k, b * n * n, generator=g)
-    return s, centred, basis, basis / (1.0 + torch.rand(k, b * n * n, generator=g))
+    a, m = inputs.atoms, inputs.slots
+    s = torch.randn(a, f, generator=g, dtype=torch.float64)
+    basis = torch.rand(a, m, k, generator=g, dtype=torch.float64)
+    directions = torch.randn(a, m, 3 * k, generator=g, dtype=torch.float64)
+    return inputs, s, basis, directions
 
 
 def test_skipping_the_zero_vector_message_changes_nothing() -> None:
     """With v = 0 the vector-vector message is zero, and so is its gradient: skipping it is exact."""
     torch.manual_seed(0)
     message = Message(16, 5).double()
-    s, centred, basis, over = (x.double() for x in _inputs())
+    inputs, s, basis, directions = _message_inputs()
     basis.requires_grad_(True)
-    v = torch.zeros(2, 6, 3, 16, dtype=torch.float64)
+    v = torch.zeros(inputs.atoms, 3, 16, dtype=torch.float64)
     outs = []
     for skip in (False, True):
-        s_out, v_out = message(s, v, basis, over, centred, skip)
+        s_out, v_out = message(s, v, basis, directions, inputs.neighbours, inputs.reverse, skip)
         (grad,) = torch.autograd.grad((s_out.sin().sum() + v_out.cos().sum()), basis)
         outs.append((s_out, v_out, grad))
     for a, b in zip(*outs):
@@ -39,45 +51,57 @@ def test_skipping_the_zero_vector_message_changes_nothing() -> None:
 def test_skipping_is_only_exact_for_zero_vectors() -> None:
     """The skip is not a no-op: with non-zero v the outputs differ (the flag really removes a term)."""
     torch.manual_seed(0)
-    message = Message(16, 5)
-    s, centred, basis, over = _inputs()
-    v = torch.randn(2, 6, 3, 16)
-    full = message(s, v, basis, over, centred, False)[1]
-    skipped = message(s, v, basis, over, centred, True)[1]
+    message = Message(16, 5).double()
+    inputs, s, basis, directions = _message_inputs()
+    v = torch.randn(inputs.atoms, 3, 16, dtype=torch.float64)
+    full = message(s, v, basis, directions, inputs.neighbours, inputs.reverse, False)[1]
+    skipped = message(s, v, basis, directions, inputs.neighbours, inputs.reverse, True)[1]
     assert (full - skipped).abs().max() > 1e-3
 
 
-def _matrix_products(model: StudentModel) -> int:
-    graph = trace_energy_forces(model, "cpu").traced.graph
-    targets = collections.Counter(str(node.target) for node in graph.nodes if node.op == "call_function")
-    return sum(count for name, count in targets.items() if name in ("aten.mm.default", "aten.addmm.default",
-                                                                    "aten.bmm.default"))
+def test_reverse_slots_are_an_involution_pointing_back() -> None:
+    """reverse[reverse[s]] = s; the slot reverse[i, m] belongs to j = neighbours[i, m] and holds i."""
+    inputs = layout(1)
+    a, m = inputs.atoms, inputs.slots
+    flat = inputs.reverse.reshape(-1)
+    assert torch.equal(flat[flat], torch.arange(a * m))
+    owner = torch.arange(a).repeat_interleave(m)
+    real = inputs.vectors.reshape(-1, 3).norm(dim=1) < 50.0
+    assert torch.equal(owner[flat][real], inputs.neighbours.reshape(-1)[real])
+    assert torch.equal(inputs.neighbours.reshape(-1)[flat][real], owner[real])
+    torch.testing.assert_close(inputs.vectors.reshape(-1, 3)[flat][real], -inputs.vectors.reshape(-1, 3)[real])
 
 
-def test_columns_by_matmul_only_while_exporting() -> None:
-    """Slices by default (no extra matrix products), constant selections inside the context; same results."""
-    torch.manual_seed(0)
-    model = StudentModel(PRESET_CONFIGS["tiny"]).eval()
-    numbers = torch.tensor([[6, 1, 1, 8, 0], [7, 1, 1, 1, 1]])
-    positions = torch.randn(2, 5, 3) * 1.2
-    e_slice, f_slice = energy_and_forces(model, numbers, positions)
-    sliced = _matrix_products(model)
-    with columns_by_matmul(model):
-        e_mm, f_mm = energy_and_forces(model, numbers, positions)
-        selected = _matrix_products(model)
-    assert not any(m.columns_by_matmul for m in model.messages)
-    assert selected == sliced + 4 * len(model.messages)  # two selections forward, two backward, per interaction
-    torch.testing.assert_close(e_mm, e_slice)
-    torch.testing.assert_close(f_mm, f_slice)
+@pytest.mark.parametrize("width", [1, 7])
+def test_scatter_free_gather_has_the_exact_adjoint(width: int) -> None:
+    """The reverse-slot gather is the adjoint of the neighbour gather: <gather(x), y> = <x, adjoint(y)>, and
+    it equals autograd's scatter-add gradient."""
+    inputs = layout(2)
+    g = torch.Generator().manual_seed(width)
+    x = torch.randn(inputs.atoms, width, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(inputs.atoms, inputs.slots, width, generator=g, dtype=torch.float64)
+    real = (inputs.vectors.norm(dim=-1) < 50.0).unsqueeze(-1)  # padding slots carry no gradient
+    y = y * real
+    (plain,) = torch.autograd.grad((take(x, inputs.neighbours) * y).sum(), x)
+    (free,) = torch.autograd.grad((gather(x, inputs.neighbours, inputs.reverse, True) * y).sum(), x)
+    torch.testing.assert_close(free, plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(reverse_sum(y, inputs.reverse), plain, rtol=1e-12, atol=1e-12)
+    assert plain.abs().max() > 1e-3
 
 
-def test_columns_by_matmul_restores_on_error_and_when_nested() -> None:
-    model = StudentModel(PRESET_CONFIGS["ultra-tiny"])
-    with pytest.raises(RuntimeError), columns_by_matmul(model):
-        raise RuntimeError("export failed")
-    assert not any(m.columns_by_matmul for m in model.messages)
-    with columns_by_matmul(model):
-        with columns_by_matmul(model):
-            pass
-        assert all(m.columns_by_matmul for m in model.messages)
-    assert not any(m.columns_by_matmul for m in model.messages)
+def test_recomputing_contraction_equals_plain_autograd_to_second_order() -> None:
+    """The recomputing contraction's values and first derivatives equal plain autograd's (inference)."""
+    inputs = layout(3)
+    g = torch.Generator().manual_seed(3)
+    real = (inputs.vectors.norm(dim=-1) < 50.0).unsqueeze(-1).double()
+    basis = (torch.rand(inputs.atoms, inputs.slots, 4, generator=g, dtype=torch.float64) * real).requires_grad_(True)
+    x = torch.randn(inputs.atoms, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(inputs.atoms, 4, 6, generator=g, dtype=torch.float64)
+    results = []
+    for recompute in (False, True):
+        out = contract(basis, x, inputs.neighbours, inputs.reverse, recompute)
+        grads = torch.autograd.grad((out * weights).sum(), [basis, x])
+        results.append((out, *grads))
+    for plain, recomputed in zip(*results):
+        torch.testing.assert_close(recomputed, plain, rtol=1e-12, atol=1e-12)
+    assert results[0][1].abs().max() > 1e-3 and results[0][2].abs().max() > 1e-3

@@ -1,17 +1,19 @@
-"""Periodic boundary conditions: invariances, extensivity, forces across the boundary, and the image method
-checked against an independent finite cluster."""
+"""Periodic boundary conditions: invariances, extensivity, forces across the boundary, and the image slots
+checked against an independent finite cluster.  Every model takes periodic input (periodic images are
+neighbour slots), so molecules and cells go through one network."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 
-from conftest import make_model, make_periodic_model, periodic_structures
-from deploycc.errors import UserInputError
-from deploycc.model import StudentModel, energy_and_forces
-from deploycc.periodic import check_cell, lattice_shifts, periodic_inputs, shift_range
+from deploycc.model import StudentModel, energy_forces_virials
+from deploycc.runtime.neighbours import Structure, neighbour_batch
+from deploycc.targets.base import GraphInputs
+from helpers import evaluate, make_model, make_periodic_model, periodic_structures
 
 CUTOFF = 5.0
 
@@ -21,27 +23,16 @@ def model() -> StudentModel:
     return make_periodic_model().double()
 
 
-def inputs64(atoms_list: list) -> tuple[torch.Tensor, ...]:
-    """A padded mixed batch in float64 throughout (pad() rounds to float32, the artifacts' precision)."""
-    width = max(len(a) for a in atoms_list)
-    z = torch.zeros(len(atoms_list), width, dtype=torch.long)
-    r = torch.zeros(len(atoms_list), width, 3, dtype=torch.float64)
-    for k, atoms in enumerate(atoms_list):
-        z[k, : len(atoms)] = torch.tensor(atoms.numbers)
-        r[k, : len(atoms)] = torch.tensor(atoms.positions)
-    cell = torch.tensor(np.array([check_cell(a.cell.array, a.pbc, CUTOFF, "test") for a in atoms_list]))
-    pbc = torch.tensor(np.array([a.pbc for a in atoms_list]), dtype=torch.float64)
-    return periodic_inputs(z, r, cell, pbc, CUTOFF)
-
-
 def predict(model: StudentModel, atoms_list: list) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Energies and per-structure forces of a padded, mixed batch (float64)."""
-    energy, forces = energy_and_forces(model, *inputs64(atoms_list))
-    return energy.numpy(), [forces[k, : len(a)].numpy() for k, a in enumerate(atoms_list)]
+    """Energies and per-structure forces of one mixed batch (float64)."""
+    result = evaluate(model, atoms_list)
+    return result.energies, [result.forces_of(k) for k in range(len(atoms_list))]
 
 
 def atomic_energies(model: StudentModel, atoms) -> np.ndarray:
-    return model.atomic_energies(*inputs64([atoms]))[0].detach().numpy()
+    batch = neighbour_batch([Structure.from_atoms(atoms)], model.cutoff)
+    energies, _f, _w = energy_forces_virials(model, *GraphInputs.from_batch(batch, torch.float64).tensors())
+    return energies.numpy()
 
 
 def rattled_cu(seed: int = 1, reps: tuple[int, int, int] = (1, 1, 1)):
@@ -50,16 +41,30 @@ def rattled_cu(seed: int = 1, reps: tuple[int, int, int] = (1, 1, 1)):
     return atoms
 
 
-def test_molecules_match_the_non_periodic_model(model):
-    """With pbc off, the image-summed formulation equals the molecular model with the same weights."""
-    plain = make_model(preset="tiny").double()
-    plain.load_state_dict(model.state_dict())
-    atoms = periodic_structures()[-1]  # the non-periodic cluster
-    e_periodic, f_periodic = predict(model, [atoms])
-    z, r = inputs64([atoms])[:2]
-    e_plain, f_plain = energy_and_forces(plain, z, r)
-    assert e_periodic[0] == pytest.approx(float(e_plain[0]), abs=1e-9)
-    np.testing.assert_allclose(f_periodic[0], f_plain[0].numpy(), atol=1e-9)
+def test_a_molecule_in_a_large_box_equals_the_free_molecule():
+    """Periodic images farther than the cutoff add nothing: a molecule in a 15 Å periodic box (images 10 Å
+    apart) is the free molecule; in a 6 Å box its images interact."""
+    model = make_model(seed=2).double()
+    atoms = Atoms("CH3OH", positions=[[0, 0, 0], [1.09, 0, 0], [-0.36, 1.03, 0], [-0.36, -0.51, 0.89],
+                                      [-0.47, -0.67, -1.17], [-1.44, -0.6, -1.2]])
+    boxed, tight = atoms.copy(), atoms.copy()
+    boxed.cell, boxed.pbc = np.eye(3) * 15.0, True
+    tight.cell, tight.pbc = np.eye(3) * 6.0, True
+    (e, e_box, e_tight), (f, f_box, _f_tight) = predict(model, [atoms, boxed, tight])
+    assert e_box == pytest.approx(e, abs=1e-10)
+    np.testing.assert_allclose(f_box, f, atol=1e-10)
+    assert abs(e_tight - e) > 1e-4
+
+
+def test_metals_model_takes_molecules_and_molecular_model_takes_cells():
+    """Periodicity is a property of the input: both presets' architectures evaluate both kinds."""
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cell.rattle(0.05, seed=3)
+    molecule = Atoms("Cu3", positions=[[0, 0, 0], [2.5, 0, 0], [1.2, 2.1, 0]])
+    for model in (make_model(seed=1).double(), make_periodic_model(seed=1).double()):
+        result = evaluate(model, [cell, molecule])
+        assert np.isfinite(result.energies).all() and np.isfinite(result.forces).all()
+        assert np.abs(result.virials[0]).max() > 1e-4
 
 
 def test_lattice_translation_and_wrapping_leave_energy_and_forces_unchanged(model):
@@ -91,7 +96,8 @@ def test_rotation_and_permutation_invariance(model):
 
 @pytest.mark.parametrize("reps", [(2, 2, 2), (3, 1, 2)])
 def test_supercells_are_extensive(model, reps):
-    """A cell narrower than 2 cutoffs (27 shifts) and its supercells: E scales, per-atom forces repeat."""
+    """A cell narrower than 2 cutoffs (images in every direction) and its supercells: E scales, per-atom
+    forces repeat."""
     atoms = rattled_cu()
     supercell = atoms.repeat(reps)
     energies, forces = predict(model, [atoms, supercell])
@@ -101,7 +107,7 @@ def test_supercells_are_extensive(model, reps):
 
 
 def test_one_atom_primitive_cell_matches_its_supercell(model):
-    """125 lattice shifts (a 2.5 Å wide cell) against a 27-atom supercell that needs 27."""
+    """A 2.5 Å wide cell (every neighbour is an image of the one atom) against its 27-atom supercell."""
     atoms = bulk("Au", "fcc", a=4.08)
     supercell = atoms.repeat((3, 3, 3))
     supercell.positions[:] += 0.0
@@ -111,7 +117,7 @@ def test_one_atom_primitive_cell_matches_its_supercell(model):
 
 def test_image_method_matches_a_finite_cluster(model):
     """The atomic energy of the central atom of a cluster of radius > 2 cutoffs (two interactions reach
-    2 rc) equals its atomic energy in the periodic cell: an independent check of wrapping + shifts."""
+    2 rc) equals its atomic energy in the periodic cell: an independent check of the image slots."""
     atoms = rattled_cu(seed=4)
     big = atoms.repeat((7, 7, 7))
     centre = big.cell.array.sum(0) / 2
@@ -167,44 +173,10 @@ def test_open_axis_is_neither_wrapped_nor_shifted(model):
     """A slab periodic in-plane: the out-of-plane cell length (vacuum) does not change anything."""
     slab = periodic_structures()[4]
     short = slab.copy()
-    short.cell[2] = [0.0, 0.0, 2.0]  # shorter than the slab itself: must not wrap
+    short.cell[2] = [0.0, 0.0, 2.0]  # shorter than the slab itself: must not make images
     none = slab.copy()
-    none.cell[2] = [0.0, 0.0, 0.0]
+    none.cell[2] = [0.0, 0.0, 0.0]  # no third vector at all
     energies, forces = predict(model, [slab, short, none])
     assert np.ptp(energies) < 1e-9
     np.testing.assert_allclose(forces[1], forces[0], atol=1e-9)
     np.testing.assert_allclose(forces[2], forces[0], atol=1e-9)
-
-
-def test_shift_range_follows_the_perpendicular_width():
-    assert list(shift_range(np.eye(3) * 10.83, np.ones(3, bool), CUTOFF)) == [0, 0, 0]
-    assert list(shift_range(np.eye(3) * 3.61, np.ones(3, bool), CUTOFF)) == [1, 1, 1]
-    assert list(shift_range(np.eye(3) * 3.61, np.array([True, False, True]), CUTOFF)) == [1, 0, 1]
-    skewed = np.array([[10.0, 0, 0], [9.0, 3.0, 0], [0, 0, 12.0]])  # |b| > 9 but only 3 Å between faces
-    assert shift_range(skewed, np.ones(3, bool), CUTOFF)[0] >= 1
-
-
-def test_lattice_shifts_cover_the_batch_and_start_at_zero():
-    cell = torch.stack([torch.eye(3) * 3.61, torch.eye(3) * 12.0])
-    pbc = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    shifts = lattice_shifts(cell, pbc, CUTOFF)
-    assert shifts.shape == (9, 3)
-    assert torch.equal(shifts[0], torch.zeros(3))
-    assert torch.all(shifts[:, 2] == 0)
-
-
-@pytest.mark.parametrize("cell, pbc, message", [
-    (np.full((3, 3), np.nan), [True, True, True], "NaN"),
-    (np.array([[3.0, 0, 0], [6.0, 0, 0], [0, 0, 3.0]]), [True, True, True], "zero volume"),
-    (np.zeros((3, 3)), [True, False, False], "zero volume"),
-    (np.eye(3) * 1.0, [True, True, True], "too small"),
-])
-def test_bad_cells_are_refused_with_one_line(cell, pbc, message):
-    with pytest.raises(UserInputError, match=message) as info:
-        check_cell(cell, np.array(pbc), CUTOFF, "structure 3 (Cu)")
-    assert "structure 3" in str(info.value) and "\n" not in str(info.value)
-
-
-def test_molecules_get_an_identity_cell():
-    cell = check_cell(np.zeros((3, 3)), np.zeros(3, bool), CUTOFF, "x")
-    np.testing.assert_array_equal(cell, np.eye(3))

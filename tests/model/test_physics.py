@@ -1,6 +1,8 @@
-"""Physical invariants of the student model: symmetry, conservative forces, cutoff smoothness, locality
-and padding.  Every model here is randomly initialised (seeded) and then perturbed so that its outputs are
-O(1) eV and eV/A: a fresh model's tiny output scale would let broken invariants slip under tolerances."""
+"""Physical invariants of the student model: symmetry, conservative forces, cutoff smoothness, locality,
+batching and padding slots.  Every model here is randomly initialised (seeded) and then perturbed so that its
+outputs are O(1) eV and eV/A: a fresh model's tiny output scale would let broken invariants slip under
+tolerances.  Structures are written as [B, N] numbers (0 = padding at the end of a row) and [B, N, 3]
+positions and go through the neighbour layout (`ef`), so one test can hold several structures."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from deploycc.batching import pad
-from deploycc.model import PRESET_CONFIGS, StudentModel, energy_and_forces
+from deploycc.model import PRESET_CONFIGS, StudentModel, energy_forces_virials
+from deploycc.runtime.neighbours import Structure, neighbour_batch
+from deploycc.targets.base import GraphInputs
 
 torch.set_num_threads(1)
 
@@ -93,7 +96,16 @@ def random_rotation(seed: int, proper: bool = True) -> np.ndarray:
 
 
 def ef(model, z, r):
-    return energy_and_forces(model, z, r)
+    """Energies [B] and forces [B, N, 3] (zero on padding) of the structures in the rows of z, r."""
+    structures = [Structure.of(z[b][z[b] > 0].numpy(), r[b][z[b] > 0].detach().double().numpy())
+                  for b in range(z.shape[0])]
+    batch = neighbour_batch(structures, model.cutoff)
+    energies, forces, _virials = energy_forces_virials(model, *GraphInputs.from_batch(batch, r.dtype).tensors())
+    totals = torch.tensor(batch.per_structure(energies.double().numpy()), dtype=r.dtype)
+    out = torch.zeros(r.shape, dtype=r.dtype)
+    for b in range(z.shape[0]):
+        out[b, : int((z[b] > 0).sum())] = forces[batch.offsets[b] : batch.offsets[b + 1]]
+    return totals, out
 
 
 def test_fixtures_are_sane_molecules():
@@ -229,8 +241,7 @@ def test_forces_match_central_finite_differences(preset, molecule_seed):
             plus, minus = r.clone(), r.clone()
             plus[0, atom, comp] += h
             minus[0, atom, comp] -= h
-            with torch.no_grad():
-                fd = -(model(z, plus) - model(z, minus)).item() / (2 * h)
+            fd = -(ef(model, z, plus)[0] - ef(model, z, minus)[0]).item() / (2 * h)
             analytic = f[0, atom, comp].item()
             rel = abs(fd - analytic) / max(abs(analytic), 1e-2 * f_max)
             assert rel < 1e-5, (atom, comp, fd, analytic)
@@ -386,28 +397,29 @@ def test_two_molecules_within_cutoff_interact():
     assert abs(float(e - e_a - e_b)) > 1e-4
 
 
-# --- padding and batching ----------------------------------------------------------------------------------
+# --- batching and padding slots -----------------------------------------------------------------------------
 
 
 MOLECULES = [WATER, METHANE, ETHANOL, random_molecule(7, 21), random_molecule(4, 22)]
 
 
 def _padded(dtype, n_atoms=None):
-    numbers = [np.asarray(m[0]) for m in MOLECULES]
-    positions = [np.asarray(m[1]) for m in MOLECULES]
-    z, r32 = pad(numbers, positions, n_atoms)
-    # pad() returns float32; rebuild float64 positions from the float64 sources for double precision tests
-    r = torch.zeros(r32.shape, dtype=dtype)
-    for k, p in enumerate(positions):
-        r[k, : len(p)] = torch.tensor(p, dtype=dtype)
+    """The molecules as rows of [B, N] numbers and positions (zeros after each molecule)."""
+    width = n_atoms or max(len(m[0]) for m in MOLECULES)
+    z = torch.zeros(len(MOLECULES), width, dtype=torch.long)
+    r = torch.zeros(len(MOLECULES), width, 3, dtype=dtype)
+    for k, (numbers, positions) in enumerate(MOLECULES):
+        z[k, : len(numbers)] = torch.tensor(numbers)
+        r[k, : len(numbers)] = torch.tensor(np.asarray(positions), dtype=dtype)
     return z, r
 
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("n_atoms", [None, 16])
-def test_padded_batch_equals_per_structure(dtype, rtol, n_atoms):
+def test_batch_equals_per_structure(dtype, rtol):
+    """One call holding molecules with different neighbour counts (so most atoms have padding slots) gives
+    each molecule's own energy and forces."""
     model = make_model("tiny", seed=12, dtype=dtype)
-    z, r = _padded(dtype, n_atoms)
+    z, r = _padded(dtype)
     e, f = ef(model, z, r)
     assert e.shape == (len(MOLECULES),) and f.shape == r.shape
     for k, molecule in enumerate(MOLECULES):
@@ -416,55 +428,50 @@ def test_padded_batch_equals_per_structure(dtype, rtol, n_atoms):
         ek, fk = ef(model, zk, rk)
         torch.testing.assert_close(e[k : k + 1], ek, rtol=rtol, atol=rtol)
         torch.testing.assert_close(f[k : k + 1, :n], fk, rtol=0, atol=10 * rtol * float(fk.abs().max()))
-        assert torch.equal(f[k, n:], torch.zeros_like(f[k, n:]))  # padded atoms: exactly zero force
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_padded_positions_change_nothing(dtype):
-    model = make_model("tiny", seed=13, dtype=dtype)
-    z, r = _padded(dtype, 12)
-    mask = z > 0
-    e, f = ef(model, z, r)
-    g = torch.Generator().manual_seed(3)
-    variants = []
-    anywhere = r.clone()  # arbitrary finite values, including far away
-    anywhere[~mask] = (torch.rand(int((~mask).sum()), 3, generator=g, dtype=dtype) - 0.5) * 200
-    variants.append(anywhere)
-    on_real = r.clone()  # every padded atom coincident with the structure's first real atom
-    for k in range(z.shape[0]):
-        on_real[k, ~mask[k]] = r[k, 0]
-    variants.append(on_real)
-    stacked = r.clone()  # all padded atoms at one (non-zero) point
-    stacked[~mask] = torch.tensor([1.0, -2.0, 0.5], dtype=dtype)
-    variants.append(stacked)
-    for variant in variants:
-        e_v, f_v = ef(model, z, variant)
-        assert torch.isfinite(e_v).all() and torch.isfinite(f_v).all()
-        torch.testing.assert_close(e_v, e, rtol=0, atol=0)
-        torch.testing.assert_close(f_v, f, rtol=0, atol=0)
-        assert torch.equal(f_v[~mask], torch.zeros_like(f_v[~mask]))
+def _inputs(molecule, extra_slots: int, dtype=torch.float64, far=None):
+    batch = neighbour_batch([Structure.of(*molecule)], CUTOFF)
+    inputs = GraphInputs.from_batch(batch, dtype)
+    if extra_slots == 0:
+        return inputs
+    from deploycc.targets.cuda_graph import pad_inputs
+
+    padded = pad_inputs(inputs, inputs.atoms, inputs.slots + extra_slots)
+    if far is not None:  # padding slots with other vectors beyond the cutoff
+        padded.vectors[:, inputs.slots :] = far
+    return padded
 
 
-def test_no_nan_with_coincident_padded_atoms_and_atom_at_centroid():
-    """Padded atoms sit at the same position (the default zeros); a lone real atom sits exactly at its
-    structure's centroid, i.e. on top of the (centred) padding: everything stays finite, gradients too."""
+@pytest.mark.parametrize("far", [None, [0.0, 0.0, 5.0 + 1e-6], [-30.0, 40.0, 2.0]])
+def test_padding_slots_change_nothing(far):
+    """Extra padding slots (pointing at the atom itself, with any vector beyond the cutoff) leave energies,
+    forces and virials exactly unchanged."""
+    model = make_model("tiny", seed=13)
+    outputs = [energy_forces_virials(model, *_inputs(ETHANOL, extra, far=None if extra == 0 else
+                                                     (None if far is None else torch.tensor(far, dtype=torch.float64))).tensors())
+               for extra in (0, 5)]
+    for plain, padded in zip(*outputs):
+        assert torch.isfinite(padded).all()
+        torch.testing.assert_close(padded, plain, rtol=1e-14, atol=1e-13)
+
+
+def test_zero_length_slot_vector_stays_finite_twice_differentiable():
+    """A degenerate slot vector of zero length (e.g. two atoms on top of each other, which the runtime
+    refuses, or an engine's list) keeps energies and first and second derivatives finite (training)."""
     model = make_model("tiny", seed=14)
-    z = torch.tensor([[8, 0, 0, 0], [6, 1, 0, 0]])
-    r = torch.zeros(2, 4, 3, dtype=torch.float64)
-    r[1, 1] = torch.tensor([1.1, 0.0, 0.0])
-    r[1, 2:] = r[1, 1]  # padded atoms on a real atom
-    pos = r.clone().requires_grad_(True)
-    energy = model(z, pos)
-    (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=True)
-    assert torch.isfinite(energy).all() and torch.isfinite(grad).all()
-    # a second derivative (as in force training) stays finite as well
-    (grad2,) = torch.autograd.grad((grad * grad).sum(), pos)
-    assert torch.isfinite(grad2).all()
+    inputs = _inputs(WATER, 0)
+    vectors = inputs.vectors.clone()
+    vectors[0, 0] = 0.0
+    leaf = vectors.requires_grad_(True)
+    energy = model(inputs.numbers, leaf, inputs.neighbours, inputs.reverse).sum()
+    (grad,) = torch.autograd.grad(energy, leaf, create_graph=True)
+    (grad2,) = torch.autograd.grad((grad * grad).sum(), leaf)
+    assert torch.isfinite(energy) and torch.isfinite(grad).all() and torch.isfinite(grad2).all()
 
 
 def test_batch_of_one_and_batch_of_many_agree():
     model = make_model("ultra-tiny", seed=15)
-    # same size: no padding at all, batch of many vs each alone
     molecules = [random_molecule(6, 40 + k) for k in range(5)]
     z = torch.tensor([m[0] for m in molecules])
     r = torch.tensor(np.stack([m[1] for m in molecules]))
@@ -481,12 +488,20 @@ def test_batch_of_one_and_batch_of_many_agree():
     assert (e[1:] - e[0]).abs().min() > 1e-6
 
 
-def test_atomic_energies_are_zero_on_padding():
+def test_atomic_energies_sum_to_the_total_and_are_local():
+    """Per-atom energies sum to the total; an atom farther than two cutoffs (two interactions) from a
+    change keeps its energy exactly."""
     model = make_model("tiny", seed=16)
-    z, r = _padded(torch.float64, 12)
-    atomic = model.atomic_energies(z, r)
-    assert torch.equal(atomic[z == 0], torch.zeros_like(atomic[z == 0]))
-    torch.testing.assert_close(atomic.sum(1), model(z, r), rtol=1e-12, atol=1e-12)
+    chain = ([6] * 6, [[4.0 * k, 0.0, 0.0] for k in range(6)])  # each atom sees only its neighbours
+    inputs = _inputs(chain, 0)
+    atomic = model(*inputs.tensors())
+    e, _ = ef(model, *as_batch(chain))
+    assert float(atomic.sum()) == pytest.approx(float(e), rel=1e-12)
+    moved = (chain[0], [p[:] for p in chain[1]])
+    moved[1][0][1] = 0.3  # atom 0 moves: atoms 0, 1 (1 hop) and 2 (2 hops) may change, 3..5 may not
+    after = model(*_inputs(moved, 0).tensors())
+    assert torch.equal(after[3:], atomic[3:])
+    assert (after[:3] - atomic[:3]).abs().max() > 1e-6
 
 
 # --- single atom and element references ---------------------------------------------------------------------
