@@ -15,12 +15,13 @@ from .artifact.layout import (MANIFEST, PARITY, REFERENCE, artifact_dir, build_l
                               recover, staging_dir, storage_errors, write_json)
 from .artifact.manifest import ArtifactFile, CheckpointRef, Manifest, read_manifest
 from .artifact.open import artifact_file
-from .checkpoint import Checkpoint, file_sha256, load_checkpoint
-from .data.schema import read_structures
+from .checkpoint import CONFIG_DOMAIN, Checkpoint, file_sha256, load_checkpoint
+from .data.schema import Structures, read_structures
 from .errors import ArtifactError, MissingDependencyError, ParityError, UserInputError
 from .parity import ParityReport, check_parity
 from .paths import artifacts_root, default_calib_file
-from .runtime.neighbours import Structure, neighbour_batch, structures_of
+from .runtime.neighbours import Structure, structures_of
+from .runtime.validate import Rules, validated
 from .targets.base import Runner, Target, get_target
 from .targets.eager import eager_runner
 from .targets.settings import TargetSettings
@@ -48,12 +49,19 @@ class BuildResult:
         return self.manifest.parity
 
 
-def calibration_structures(path: Path | None, cutoff: float) -> list[Structure]:
-    """Parity structures (default: the shipped calibration molecules); a set too small to test anything
-    (few structures, or hardly any pairs within the cutoff) is refused."""
+def calibration_structures(path: Path | None, cutoff: float, rules: Rules | None = None,
+                           data: Structures | None = None) -> list[Structure]:
+    """Parity structures (default: the shipped calibration molecules), each checked by `rules` like any input
+    (the first bad one is refused naming the file and its index); a set too small to test anything (few
+    structures, or hardly any pairs within the cutoff) is refused.  `data`: the file's contents, if read."""
     path = Path(path) if path else default_calib_file()
-    structures = structures_of(read_structures(path))
-    pairs = int(neighbour_batch(structures, cutoff).degree.sum()) // 2 if structures else 0
+    structures = structures_of(read_structures(path) if data is None else data)
+    rules = rules or Rules.make(path.name, CONFIG_DOMAIN["max_z"][2], cutoff, unseen_elements="allow")
+    try:
+        halves = [validated(s, f"structure {k}", rules, cutoff)[1] for k, s in enumerate(structures)]
+    except UserInputError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+    pairs = sum(len(half.i) for half in halves)
     if len(structures) < MIN_CALIBRATION_STRUCTURES or pairs < MIN_CALIBRATION_PAIRS:
         raise UserInputError(f"{path}: {len(structures)} structures with {pairs} pairs within {cutoff:g} Å is too "
                              f"small a calibration set (needs >= {MIN_CALIBRATION_STRUCTURES} structures and "
@@ -94,7 +102,9 @@ def build(source: str, target_name: str, out_root: Path | None = None, device: s
         raise MissingDependencyError(f"target '{target_name}' cannot build here: {reason}")
     checkpoint = load_checkpoint(source)
     calib_path = Path(calib) if calib else default_calib_file(checkpoint.config.periodic)
-    structures = calibration_structures(calib_path, checkpoint.model.cutoff)
+    rules = Rules.make(f"{checkpoint.name}/{target_name}", checkpoint.config.max_z, checkpoint.config.cutoff,
+                       unseen_elements="allow")  # calibration may hold elements the model never saw
+    structures = calibration_structures(calib_path, checkpoint.model.cutoff, rules)
     final = artifact_dir(out_root or artifacts_root(), checkpoint.name, target_name)
     if final.exists() and not final.is_dir():
         raise UserInputError(f"{final} exists and is not a folder: choose another --out")

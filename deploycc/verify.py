@@ -20,7 +20,6 @@ from .build import calibration_structures, run_parity
 from .data.schema import Structures, read_structures
 from .errors import UserInputError
 from .paths import default_calib_file
-from .runtime.neighbours import structures_of
 from .runtime.predictor import Predictor
 from .runtime.validate import Rules, check_unseen_policy
 from .targets.base import Runner
@@ -28,17 +27,24 @@ from .targets.eager import eager_runner
 
 
 def label_errors(runner: Runner, rules: Rules, settings, data: Structures) -> dict[str, float]:
-    """Energy MAE per atom and force MAE/RMSE of a runner against the file's reference labels."""
+    """Energy MAE per atom and force MAE/RMSE of a runner against the file's reference labels, over the
+    structures the artifact's atoms profile takes (parity skips the others too)."""
     for k in range(len(data)):
         if not np.isfinite(data.energies[k]) or not np.isfinite(data.forces[k]).all():
             raise UserInputError(f"structure {k} of the data file has NaN or infinite reference labels")
+    fitting = [k for k, z in enumerate(data.numbers) if len(z) <= settings.atoms.max]
+    skipped = len(data) - len(fitting)
+    data = data.subset(fitting)
+    if not len(data):  # nothing to compare: the errors are unknown (null in JSON), not zero
+        return {"energy_mae_per_atom": float("nan"), "force_mae": float("nan"), "force_rmse": float("nan"),
+                "structures": 0, "skipped_too_large": skipped}
     predictor = Predictor(runner, settings, rules)
     energies, forces, _stresses = predictor.evaluate(data.to_atoms(), check=False)
     sizes = np.array([len(z) for z in data.numbers], dtype=np.float64)
     diff = np.concatenate([(f - ref).ravel() for f, ref in zip(forces, data.forces)])
     return {"energy_mae_per_atom": float(np.mean(np.abs(energies - data.energies) / sizes)),
             "force_mae": float(np.mean(np.abs(diff))), "force_rmse": float(np.sqrt(np.mean(diff**2))),
-            "structures": len(data)}
+            "structures": len(data), "skipped_too_large": skipped}
 
 
 def tolerance_disagreements(recorded: dict[str, Any], installed: dict[str, Any]) -> dict[str, Any]:
@@ -57,10 +63,9 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
     checkpoint = reference_checkpoint(opened.folder, opened.manifest)
     path = Path(data_path) if data_path else default_calib_file(bool(opened.manifest.model_config.get("periodic")))
     rules = Rules.make(opened.label, checkpoint.config.max_z, checkpoint.config.cutoff, opened.manifest.elements,
-                       unseen_elements)
+                       unseen_elements, opened.settings.neighbours.max)
     data = read_structures(path)
-    structures = calibration_structures(path, checkpoint.config.cutoff)
-    Predictor(opened.runner, opened.settings, rules).validate(structures)
+    structures = calibration_structures(path, checkpoint.config.cutoff, rules, data)  # every structure checked
     installed = opened.target.settings(device).tolerances
     settings = replace(opened.settings, tolerances=installed)
     report = run_parity(checkpoint, opened.runner, settings, structures)

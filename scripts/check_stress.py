@@ -1,5 +1,5 @@
 """Stress of a periodic deploycc model against EMT (the teacher of metals-tiny): stress errors on the fully
-periodic frames of calib/metals.h5, and fcc lattice constants relaxed with stress + forces through ASE.
+periodic frames of the shipped metals calibration set, and fcc lattice constants relaxed with stress + forces through ASE.
 Usage: python scripts/check_stress.py [--model metals-tiny] (a preset, checkpoint or artifact folder)"""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ase.units import GPa
 from deploycc.api import load
 from deploycc.ase import DeployccCalculator
 from deploycc.data.schema import read_h5
+from deploycc.paths import default_calib_file
 
 METALS = ("Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
@@ -30,8 +31,9 @@ def relaxed_lattice_constant(symbol: str, calc) -> tuple[float, float]:
     return float(np.cbrt(atoms.get_volume())), float(np.abs(atoms.get_stress()).max())
 
 
-def stress_errors(model: str, calib: str = "calib/metals.h5") -> str:
+def stress_errors(model: str, calib: str | None = None) -> str:
     """One line: stress and pressure errors (GPa) of `model` against EMT on the fully periodic calib frames."""
+    calib = calib or str(default_calib_file(periodic=True))
     data = read_h5(calib)
     frames = [Atoms(numbers=data.numbers[k], positions=data.positions[k], cell=data.cells[k], pbc=True)
               for k in range(len(data)) if data.pbc is not None and data.pbc[k].all()]

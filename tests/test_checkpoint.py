@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, the predecessor's layout, version gate and refusal of bad or unsafe files."""
+"""Checkpoints: round trip, the predecessor's layout, version gate, the schema every file is checked against,
+and refusal of bad or unsafe files (one line naming the file and the field)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import os
 import random
 import shlex
 
+import numpy as np
 import pytest
 import torch
 
 import deploycc.checkpoint as checkpoint_module
-from deploycc.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from deploycc.checkpoint import CONFIG_DOMAIN, FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
 from deploycc.errors import CheckpointError, DeployccError
 from deploycc.model import PRESET_CONFIGS, StudentModel
+
+from helpers import evaluate, random_molecule
 
 torch.set_num_threads(1)
 
@@ -32,12 +36,15 @@ def make_model(preset: str = "tiny", seed: int = 0) -> StudentModel:
     return model.eval()
 
 
-def probe(model: StudentModel) -> tuple[torch.Tensor, torch.Tensor]:
-    torch.manual_seed(123)
-    z = torch.tensor([[8, 1, 1, 6, 0], [6, 6, 8, 1, 1]])
-    r = torch.randn(2, 5, 3) * 1.2
-    with torch.no_grad():
-        return model(z, r), model.atomic_energies(z, r)
+def probe(model: StudentModel) -> tuple[np.ndarray, np.ndarray]:
+    """Energies and forces of two molecules and a periodic cell (float64): any changed tensor shows."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(123)
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cell.rattle(0.05, seed=1)
+    result = evaluate(model, [random_molecule(rng, 5), random_molecule(rng, 9), cell])
+    return result.energies, result.forces
 
 
 def assert_same_state(a: StudentModel, b: StudentModel) -> None:
@@ -81,9 +88,10 @@ def test_round_trip_config_state_metadata_sha(tmp_path, preset):
     assert loaded.name == "model"
     assert not loaded.model.training
     assert_same_state(loaded.model, model)
-    e0, a0 = probe(model)
-    e1, a1 = probe(loaded.model)
-    assert torch.equal(e0, e1) and torch.equal(a0, a1)
+    e0, f0 = probe(model)
+    e1, f1 = probe(loaded.model)
+    np.testing.assert_array_equal(e0, e1)
+    np.testing.assert_array_equal(f0, f1)
 
 
 def test_load_by_string_path_and_overwrite(tmp_path):
@@ -148,7 +156,7 @@ def test_predecessor_layout_infers_architecture_and_keeps_file(tmp_path, preset)
     assert_same_state(loaded.model, model)
     e0, _ = probe(model)
     e1, _ = probe(loaded.model)
-    assert torch.equal(e0, e1)
+    np.testing.assert_array_equal(e0, e1)
     # the user's file is not rewritten, converted or accompanied by anything
     assert file_state(path) == before
     assert sorted(os.listdir(tmp_path)) == ["old_run.pt"]
@@ -345,3 +353,116 @@ def test_unexpected_keys_are_named(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert "extra_head.weight" in assert_one_line_naming(info.value, path)
+
+
+# --- the schema ------------------------------------------------------------------------------------------------
+
+
+def payload(model: StudentModel | None = None, **changes) -> dict:
+    model = model or make_model(seed=16)
+    out = {"format_version": FORMAT_VERSION, "model_config": model.config.to_dict(),
+           "state_dict": dict(model.state_dict()), "metadata": {}}
+    out.update(changes)
+    return out
+
+
+def refused(tmp_path, content, *fragments: str, name: str = "schema.pt") -> str:
+    path = tmp_path / name
+    torch.save(content, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = assert_one_line_naming(info.value, path)
+    assert message.startswith(f"checkpoint {path}"), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+@pytest.mark.parametrize("state, fragment", [
+    ([1, 2], "holds no weights (its state_dict is a list)"),
+    ({}, "holds no weights (its state_dict is a dict)"),
+    (None, "holds no weights (its state_dict is a NoneType)"),
+    ("weights", "holds no weights (its state_dict is a str)"),
+])
+def test_state_dict_must_be_a_non_empty_dict(tmp_path, state, fragment):
+    refused(tmp_path, payload(state_dict=state), fragment)
+    refused(tmp_path, {"model_state_dict": state, "config": {}}, fragment, name="old.pt")  # the predecessor too
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_weights_must_be_finite(tmp_path, bad):
+    state = dict(make_model(seed=17).state_dict())
+    state["messages.1.filter.weight"] = state["messages.1.filter.weight"].clone()
+    state["messages.1.filter.weight"][0, 0] = float(bad)
+    refused(tmp_path, payload(state_dict=state), "weight 'messages.1.filter.weight' holds NaN or infinite values")
+    old = {"model." + k: v for k, v in state.items()}
+    refused(tmp_path, {"model_state_dict": old, "config": {}}, "weight 'model.messages.1.filter.weight' holds NaN",
+            name="old.pt")
+
+
+def test_weights_must_be_tensors(tmp_path):
+    state = dict(make_model(seed=18).state_dict())
+    state["scale"] = 2.0
+    refused(tmp_path, payload(state_dict=state), "weight 'scale' is a float, not a tensor")
+    state["scale"] = [2.0]
+    refused(tmp_path, payload(state_dict=state), "weight 'scale' is a list, not a tensor")
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, True, None, [1]])
+def test_format_version_must_be_an_integer(tmp_path, version):
+    refused(tmp_path, payload(format_version=version), f"format_version must be an integer, got {version!r}")
+
+
+@pytest.mark.parametrize("config", ["tiny", [64, 2], 5])
+def test_model_config_must_be_a_dict(tmp_path, config):
+    refused(tmp_path, payload(model_config=config), f"'model_config' must be a dict, got {type(config).__name__}")
+
+
+@pytest.mark.parametrize("key, value", [
+    ("hidden_dim", 64.5), ("hidden_dim", "64"), ("hidden_dim", True), ("hidden_dim", 0), ("hidden_dim", 5000),
+    ("num_interactions", 0), ("num_interactions", 17), ("num_rbf", -1), ("num_rbf", None),
+    ("cutoff", 0.1), ("cutoff", 25.0), ("cutoff", "5"), ("cutoff", float("nan")), ("cutoff", float("inf")),
+    ("max_z", 119), ("max_z", 0), ("max_z", 100.5),
+    ("periodic", "yes"), ("periodic", 1), ("periodic", None),
+])
+def test_model_config_values_must_be_in_their_domain(tmp_path, key, value):
+    model = make_model(seed=19)
+    config = {**model.config.to_dict(), key: value}
+    kind, low, high = CONFIG_DOMAIN[key]
+    refused(tmp_path, payload(model, model_config=config),
+            f"model_config.{key} = {value!r} is not a {kind.__name__} in {low:g}..{high:g}")
+    refused(tmp_path, {"model_state_dict": dict(model.state_dict()), "config": {key: value}},
+            f"model_config.{key} = {value!r}", name="old.pt")
+
+
+def test_model_config_values_that_are_accepted(tmp_path):
+    model = make_model(seed=20)
+    config = {**model.config.to_dict(), "hidden_dim": 64.0, "cutoff": 5, "lr": "ignored", "notes": [1, 2]}
+    torch.save(payload(model, model_config=config), tmp_path / "ok.pt")
+    loaded = load_checkpoint(tmp_path / "ok.pt")
+    assert loaded.config == model.config and isinstance(loaded.config.hidden_dim, int)
+    assert isinstance(loaded.config.cutoff, float)
+    assert_same_state(loaded.model, model)
+
+
+@pytest.mark.parametrize("metadata", [[1], "notes", 3])
+def test_metadata_must_be_a_dict(tmp_path, metadata):
+    refused(tmp_path, payload(metadata=metadata), f"'metadata' must be a dict, got {type(metadata).__name__}")
+
+
+@pytest.mark.parametrize("elements", [[1, "C"], [1, True], [0, 1], [1, 119], [1.0, 6.0], "HCNO", {"H": 1}])
+def test_metadata_elements_must_be_atomic_numbers(tmp_path, elements):
+    refused(tmp_path, payload(metadata={"elements": elements}),
+            "metadata.elements must be a list of atomic numbers 1..118, got")
+
+
+def test_metadata_elements_are_the_training_elements(tmp_path):
+    model = make_model(seed=21)
+    torch.save(payload(model, metadata={"elements": (8, 1, 6)}), tmp_path / "a.pt")
+    assert load_checkpoint(tmp_path / "a.pt").elements == [1, 6, 8]
+    save_checkpoint(model, tmp_path / "b.pt", {})  # no record: the nonzero element references
+    assert load_checkpoint(tmp_path / "b.pt").elements == [int(z) for z in torch.nonzero(model.element_ref[1:]) + 1]
+    with torch.no_grad():
+        model.element_ref.zero_()
+    save_checkpoint(model, tmp_path / "c.pt", {"elements": []})
+    assert load_checkpoint(tmp_path / "c.pt").elements is None  # nothing says: unknown

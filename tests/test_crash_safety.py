@@ -19,12 +19,14 @@ import pytest
 from ase import Atoms
 
 from deploycc.api import load
+from deploycc.build import build
 from deploycc.errors import ArtifactError
-from deploycc.pipeline import build
+from deploycc.targets.eager import EagerTarget
 
-from conftest import random_molecule
+from helpers import random_molecule
 
-TARGET = "torchscript"
+TARGET = "eager"
+ARTIFACT_FILE = EagerTarget.artifact_file  # model.pt
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -71,12 +73,12 @@ def staged(final: Path, name: str | None = None):
 
 @pytest.fixture(scope="module")
 def slow_calib(calib_file, tmp_path_factory) -> Path:
-    """The calibration molecules repeated 40 times: parity then takes seconds, so a signal sent once the
+    """The calibration molecules repeated 80 times: parity then takes seconds, so a signal sent once the
     artifact file exists lands during reload/parity rather than racing the end of a fast build."""
     from deploycc.data.schema import read_h5, write_h5
 
     data = read_h5(calib_file)
-    many = data.subset(np.tile(np.arange(len(data)), 40))
+    many = data.subset(np.tile(np.arange(len(data)), 80))
     many.splits = {}
     path = tmp_path_factory.mktemp("slow") / "calib.h5"
     write_h5(many, path)
@@ -101,7 +103,7 @@ def test_sigkill_midway_leaves_the_previous_artifact_byte_identical(moment, publ
     before = snapshot(published)
     energies_before, _ = load(published).predict(probe())
     process = start_build(tiny_checkpoint, tmp_path, slow_calib)
-    wait_for(process, staged(published, None if moment == "staging" else "model.ts"))
+    wait_for(process, staged(published, None if moment == "staging" else ARTIFACT_FILE))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL
@@ -120,12 +122,13 @@ def test_sigkill_midway_leaves_the_previous_artifact_byte_identical(moment, publ
 def test_ctrl_c_midway_exits_130_and_cleans_up(published, tiny_checkpoint, slow_calib, tmp_path):
     before = snapshot(published)
     process = start_build(tiny_checkpoint, tmp_path, slow_calib)
-    wait_for(process, staged(published, "model.ts"))
+    wait_for(process, staged(published, ARTIFACT_FILE))
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, (out[-2000:], err[-2000:])
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: interrupted while building torchscript"), err
+    expected = f"error: interrupted while building {TARGET}; the previous artifact (if any) is unchanged"
+    assert len(lines) == 1 and lines[0] == expected, err
     assert "Traceback" not in out + err
     assert snapshot(published) == before
     assert leftovers(published) == []  # a caught interrupt removes its own staging folder
@@ -138,7 +141,7 @@ def test_kill_between_the_two_renames_of_publish_is_recovered_on_open(published,
     os.replace(published, backup)  # publish's first rename happened, the second did not
     half = published.parent / f".{published.name}.tmp-killed"
     half.mkdir()
-    (half / "model.ts").write_bytes(b"half")
+    (half / ARTIFACT_FILE).write_bytes(b"half")
 
     lock = published.parent / f".{published.name}.lock"
     with open(lock, "a") as handle:  # while a build holds the lock, readers do not touch its swap
@@ -156,14 +159,12 @@ def test_kill_between_the_two_renames_of_publish_is_recovered_on_open(published,
 
 def test_failed_build_keeps_nothing_half_written(published, tiny_checkpoint, calib_file, tmp_path, monkeypatch):
     """Any exception after export (here: the reload) leaves the previous artifact and no staging folder."""
-    import deploycc.pipeline as pipeline_module
-
     before = snapshot(published)
 
     def broken(*args, **kwargs):
         raise RuntimeError("reload failed")
 
-    monkeypatch.setattr(pipeline_module, "open_runner", broken)
+    monkeypatch.setattr(EagerTarget, "runner", broken)
     with pytest.raises(RuntimeError, match="reload failed"):
         build(str(tiny_checkpoint), TARGET, tmp_path, calib=calib_file, force=True)
     assert snapshot(published) == before

@@ -1,13 +1,14 @@
-"""The shipped presets: loadable, small, with their training record; tiny builds and verifies on calib/."""
+"""The shipped presets: loadable, small, with their training record; they build and verify on the calibration
+sets shipped in the package (deploycc/calib)."""
 
 from __future__ import annotations
 
 import pytest
 
+from deploycc.build import build
 from deploycc.checkpoint import load_checkpoint, preset_path
 from deploycc.model import PRESET_CONFIGS
-from deploycc.paths import default_calib_file
-from deploycc.pipeline import build
+from deploycc.paths import calib_dir, default_calib_file
 from deploycc.verify import verify
 
 
@@ -17,29 +18,42 @@ def test_shipped_preset_loads_with_its_training_record(name):
     assert path.is_file(), f"preset {name} is not shipped at {path}"
     assert path.stat().st_size < 3_000_000
     checkpoint = load_checkpoint(name)
-    assert checkpoint.config == PRESET_CONFIGS[name]
+    assert checkpoint.name == name and checkpoint.config == PRESET_CONFIGS[name]
     metrics = checkpoint.metadata["test_metrics"]
     assert metrics["structures"] > 0 and 0 < metrics["force_rmse"] < 1.0
     assert checkpoint.metadata["teacher"] == ("emt" if PRESET_CONFIGS[name].periodic else "xtb")
+    assert checkpoint.elements and set(checkpoint.elements) <= set(range(1, 119))
 
 
-@pytest.mark.parametrize("target", ["torchscript", "onnx"])
-def test_tiny_builds_and_verifies_on_calib(target, tmp_path):
+def test_calibration_sets_ship_inside_the_package():
+    from pathlib import Path
+
+    import deploycc
+
+    assert calib_dir() == Path(deploycc.__file__).resolve().parent / "calib"
+    assert default_calib_file() == calib_dir() / "molecules.h5" and default_calib_file().is_file()
+    assert default_calib_file(periodic=True) == calib_dir() / "metals.h5" and default_calib_file(True).is_file()
+
+
+@pytest.mark.parametrize("target", ["eager", "onnx"])
+def test_tiny_builds_and_verifies_on_the_shipped_molecules(target, tmp_path):
     result = build("tiny", target, tmp_path)
-    assert result.parity["passed"]
-    report = verify(result.folder, default_calib_file())
-    assert report["parity"]["passed"]
-    # calib/ carries GFN2-xTB labels: the artifact is as accurate as eager against the teacher.
+    assert result.parity["passed"] and result.parity["data"] == str(default_calib_file())
+    report = verify(result.folder)
+    assert report["parity"]["passed"] and report["data"] == str(default_calib_file())
+    # The calibration set carries GFN2-xTB labels: the artifact is as accurate as eager against the teacher.
     labels = report["vs_labels"]
     assert labels[target]["force_rmse"] == pytest.approx(labels["eager"]["force_rmse"], rel=1e-3)
+    assert labels["eager"]["force_rmse"] < 1.0
 
 
-def test_metals_preset_builds_for_onnx_and_verifies_on_periodic_calib(tmp_path):
+def test_metals_preset_builds_for_onnx_and_verifies_on_the_shipped_metals(tmp_path):
     result = build("metals-tiny", "onnx", tmp_path)
     assert result.parity["passed"]
-    assert result.parity["data"].endswith("metals.h5")
+    assert result.parity["data"] == str(default_calib_file(periodic=True))
+    assert "virial" in {c["name"] for c in result.parity["checks"]}
     report = verify(result.folder)
     assert report["parity"]["passed"]
-    labels = report["vs_labels"]  # calib/metals.h5 carries EMT labels
+    labels = report["vs_labels"]  # the shipped metals set carries EMT labels
     assert labels["onnx"]["force_rmse"] == pytest.approx(labels["eager"]["force_rmse"], rel=1e-3)
     assert labels["eager"]["force_rmse"] < 0.15

@@ -96,8 +96,10 @@ def reference_checkpoint(folder: Path, manifest: Manifest) -> Checkpoint:
 
 
 def is_artifact(path: Path | str) -> bool:
-    """Whether `path` names an artifact folder or a file inside one."""
-    return (artifact_folder(path) / MANIFEST).is_file()
+    """Whether `path` names an artifact folder or a file inside one, or an artifact folder whose build was
+    killed between publish's two renames (its previous contents wait beside it; opening restores them)."""
+    folder = artifact_folder(path)
+    return (folder / MANIFEST).is_file() or (folder.parent / f".{folder.name}.previous" / MANIFEST).is_file()
 
 
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:

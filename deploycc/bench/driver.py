@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,7 +94,7 @@ class TargetSummary:
         else:
             parts.append("no eager baseline to compare with;")
         if self.drops:
-            worst = ", ".join(f"batch {int(d['batch'])} {d['structures_per_s']:.0f}/s < 0.9 × batch "
+            worst = ", ".join(f"batch {int(d['batch'])} {d['structures_per_s']:.0f}/s < {DROP_RATIO:g} × batch "
                               f"{int(d['best_batch'])} {d['best']:.0f}/s" for d in self.drops)
             verdict = "inconclusive: timings too noisy to tell whether throughput falls" if self.inconclusive \
                 else "throughput FALLS as batch grows"
@@ -248,18 +249,34 @@ def run_worker(folder: Path, target: str, config: BenchConfig, on_event: Event =
         result_file = Path(tmp) / "result.json"
         log_file = Path(tmp) / "stderr.txt"
         command = worker_command(folder, config, result_file, structures)
+        timed_out = threading.Event()
         with open(log_file, "w") as log:
             process = subprocess.Popen(command, env=worker_env(config.threads),
                                        stdout=subprocess.PIPE, stderr=log, text=True)
-            deadline = None if config.worker_timeout is None else time.monotonic() + config.worker_timeout
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.strip():
-                    on_event(f"{target}: {line.strip()}")
-                if deadline is not None and time.monotonic() > deadline:
+
+            def kill() -> None:  # also when the worker hangs without printing anything
+                timed_out.set()
+                process.kill()
+
+            timer = None if config.worker_timeout is None else threading.Timer(config.worker_timeout, kill)
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if line.strip():
+                        on_event(f"{target}: {line.strip()}")
+                code = process.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if process.poll() is None:
                     process.kill()
-                    break
-            code = process.wait()
+                    process.wait()
+        if timed_out.is_set():
+            raise DeployccError(f"bench worker for {target} timed out after {config.worker_timeout:g} s "
+                                "(worker_timeout) and was stopped")
         stderr = log_file.read_text(errors="replace")
         if code != 0 or not result_file.is_file():
             tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output"

@@ -171,6 +171,11 @@ def measure_runner(runner, target: str, workload: Workload, batch_sizes: Sequenc
                            f"artifact's atoms profile max {max_atoms}")
             continue
         pool = make_pool(workload, b, cutoff, settings.pool, seed=settings.seed)
+        largest = max(e.batch.atoms for e in pool.entries)
+        if max_atoms is not None and largest > max_atoms:  # the mean fits, but not every call of the pool
+            notices.append(f"{target}: batch {b} skipped, its largest call has {largest} atoms, above the "
+                           f"artifact's atoms profile max {max_atoms}")
+            continue
         for mode in modes or modes_for(device):
             on_event(f"batch {b} ({mode})")
             try:

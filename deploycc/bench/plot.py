@@ -58,3 +58,32 @@ def plot_result(result: "BenchResult", path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, format="png")
     return path
+
+
+def plot_scaling(result, path: Path) -> Path:
+    """µs per atom against atoms (log-log), one line per target and system family."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(7.5, 5), dpi=120)
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    curves: dict[str, list] = {}
+    for r in result.records:
+        if not r.skipped:
+            curves.setdefault(f"{r.target}, {r.system.split(':')[0]}", []).append(r)
+    for label, records in curves.items():
+        records = sorted(records, key=lambda r: r.atoms)
+        axis.plot([r.atoms for r in records], [r.us_per_atom for r in records], marker="o", ms=4, label=label)
+    axis.set(xscale="log", yscale="log", xlabel="atoms", ylabel="µs per atom (energy + forces)",
+             title=f"deploycc scale: {result.header.get('model')}, {result.header.get('threads')} threads, "
+                   f"{result.header.get('cpu')}")
+    axis.title.set_fontsize(8)
+    axis.grid(True, which="both", alpha=0.3)
+    if curves:
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path

@@ -72,3 +72,29 @@ def to_markdown(result: BenchResult) -> str:
         out += ["", "## Notices", ""] + [f"- {n}" for n in result.notices]
     out += ["", f"_{MEMORY_NOTE}._", ""]
     return "\n".join(out)
+
+
+def scaling_markdown(result) -> str:
+    """The scaling sweep as a Markdown table: one row per system, µs/atom (median ms) per target."""
+    targets = list(dict.fromkeys(r.target for r in result.records))
+    systems = list(dict.fromkeys(r.system for r in result.records))
+    cell = {(r.target, r.system): r for r in result.records}
+    out = [f"# deploycc scale: {result.header.get('model')}", ""]
+    out += [f"- {line}" for line in header_lines(result.header)[1:2] + header_lines(result.header)[-1:]]
+    out += ["- per structure: neighbour list once, one warm-up call, then the median of up to "
+            f"{result.header.get('repeats')} timed calls of energies + forces + virials; peak RSS of the process", ""]
+    out.append("| system | atoms | pairs/atom | " + " | ".join(f"{t} µs/atom (ms)" for t in targets)
+               + " | " + " | ".join(f"{t} peak MB" for t in targets) + " |")
+    out.append("|---|---:|---:|" + "---:|" * (2 * len(targets)))
+    for name in systems:
+        rows = [cell.get((t, name)) for t in targets]
+        first = next(r for r in rows if r is not None)
+        pairs = next((r.pairs_per_atom for r in rows if r is not None and r.pairs_per_atom), 0.0)
+        speed = [("skipped" if r.skipped else f"{r.us_per_atom:.1f} ({format_ms(r.median_ms)})") if r else "-"
+                 for r in rows]
+        memory = [f"{r.peak_mb:,.0f}" if r and not r.skipped else "-" for r in rows]
+        out.append(f"| {name} | {first.atoms:,} | {pairs:.1f} | " + " | ".join(speed) + " | " + " | ".join(memory) + " |")
+    skipped = [f"{r.target} {r.system}: {r.skipped}" for r in result.records if r.skipped]
+    if skipped:
+        out += ["", "## Skipped", ""] + [f"- {s}" for s in skipped]
+    return "\n".join(out) + "\n"

@@ -85,3 +85,44 @@ def select_cmd(
     if json_out is not None:
         write_json(json_out, selection.to_dict())
         console.print(f"wrote {json_out}")
+
+
+@app.command("scale")
+def scale_cmd(
+    model: str = typer.Option("tiny", help="preset name or checkpoint path"),
+    target: str = typer.Option("eager,onnx", help="comma-separated targets (CPU)"),
+    systems: Optional[str] = typer.Option(None, help="comma-separated system specs: water:N, water-cluster:N, "
+                                          "copper:N, file:PATH, solvated:PATH:BOX (default: water and copper, "
+                                          "300 to 100,000 atoms)"),
+    threads: int = typer.Option(2, help="CPU threads per target"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    repeats: int = typer.Option(3, help="timed calls per structure, at most"),
+    budget: float = typer.Option(60.0, help="seconds per structure and target, at most"),
+    peer: Optional[str] = typer.Option(None, help="also measure a peer on the same structures: ani1x"),
+    peer_python: Optional[str] = typer.Option(None, help="interpreter with torchani for the peer"),
+    out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON here"),
+    markdown: Optional[Path] = typer.Option(None, help="write the table as Markdown here"),
+    plot: Optional[Path] = typer.Option(None, help="write the log-log plot of µs/atom against atoms here"),
+) -> None:
+    """Cost per atom against system size (energy + forces + virials), per target, a peer in the same run."""
+    from ..artifact.layout import write_json
+    from ..bench.plot import plot_scaling
+    from ..bench.report import scaling_markdown
+    from ..bench.scaling import DEFAULT_SYSTEMS, ScalingConfig, run_scaling
+
+    specs = [s.strip() for s in systems.split(",") if s.strip()] if systems else list(DEFAULT_SYSTEMS)
+    if repeats < 1 or threads < 1 or not budget > 0:
+        raise UserInputError("--repeats and --threads must be at least 1 and --budget positive")
+    config = ScalingConfig(model=model, targets=target, systems=specs, threads=threads, device=device, repeats=repeats,
+                           budget=budget, out=out, peer=peer, peer_python=peer_python)
+    with console.status("[bold]scale[/bold]: starting") as status:
+        result = run_scaling(config, on_event=lambda message: status.update(f"[bold]scale[/bold] {message}"))
+    text = scaling_markdown(result)
+    console.print(text, markup=False, soft_wrap=True)
+    if json_out is not None:
+        write_json(json_out, result.to_dict())
+    if markdown is not None:
+        markdown.write_text(text)
+    if plot is not None:
+        plot_scaling(result, plot)

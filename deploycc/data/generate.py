@@ -91,16 +91,26 @@ def _label(atoms, teacher: Teacher, report: LabelReport) -> tuple[float, np.ndar
     return energy, forces
 
 
+def thermalize(atoms, temperature: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta at `temperature` K: ASE's thermalize_momenta (>= 3.29, which deprecates
+    MaxwellBoltzmannDistribution, a wrapper drawing the same numbers), else MaxwellBoltzmannDistribution."""
+    from ase.md import velocitydistribution as vd
+
+    if hasattr(vd, "thermalize_momenta"):
+        vd.thermalize_momenta(atoms, temperature, rng=rng)
+    else:
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+
+
 def _md_frames(atoms, teacher: Teacher, rng: np.random.Generator, frames: int, stride: int) -> Iterator:
     """Short Langevin MD with the teacher at 300-800 K; yields (atoms copy, energy, forces)."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     temperature = float(rng.uniform(300.0, 800.0))
     md_atoms = atoms.copy()
     md_atoms.calc = teacher.make_calculator()
-    MaxwellBoltzmannDistribution(md_atoms, temperature_K=temperature, rng=rng)
+    thermalize(md_atoms, temperature, rng)
     dyn = Langevin(md_atoms, 0.5 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng)
     for _ in range(frames):
         dyn.run(stride)

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .generate import MAX_FORCE, LabelReport
+from .generate import MAX_FORCE, LabelReport, thermalize
 from .schema import Structures, from_atoms, split_by_group
 from .teachers import Teacher
 
@@ -137,7 +137,6 @@ def _frames(atoms, teacher: Teacher, settings: MetalsSettings, rng: np.random.Ge
     """Rattled copies, then frames of a teacher Langevin run at a random temperature in 300-1500 K."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     for _ in range(settings.rattles):
         frame = atoms.copy()
@@ -148,7 +147,7 @@ def _frames(atoms, teacher: Teacher, settings: MetalsSettings, rng: np.random.Ge
     md_atoms = atoms.copy()
     md_atoms.calc = teacher.make_calculator()
     temperature = float(rng.choice(TEMPERATURES))
-    MaxwellBoltzmannDistribution(md_atoms, temperature_K=temperature, rng=rng)
+    thermalize(md_atoms, temperature, rng)
     dynamics = Langevin(md_atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.02, fixcm=False, rng=rng)
     for _ in range(settings.md_frames):
         dynamics.run(settings.md_interval)

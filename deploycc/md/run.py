@@ -107,13 +107,10 @@ def equilibrate(atoms, settings: MdSettings, on_progress: Progress | None = None
     """Maxwell-Boltzmann velocities (seeded), Langevin at the target, then zero linear and angular momentum."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md import velocitydistribution as vd
+    from ..data.generate import thermalize
 
     rng = np.random.default_rng(settings.seed)
-    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
-        vd.thermalize_momenta(atoms, settings.temperature, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature, rng=rng)
+    thermalize(atoms, settings.temperature, rng)
     zero_momenta(atoms)
     dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature,
                    friction=settings.friction / units.fs, fixcm=False, rng=rng, logfile=None)

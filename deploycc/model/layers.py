@@ -61,6 +61,7 @@ class Message(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.recompute = False  # inference: scatter-free contractions that recompute gathers (pairs.contract)
+        self.block_bytes = 0  # eager inference: contract atoms in blocks of about this many gathered bytes
         self.half_slots = False  # set by the mixed-precision model: per-slot contractions in float16
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
@@ -68,7 +69,8 @@ class Message(nn.Module):
     @torch.jit.unused
     def _contract_recompute(self, basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor,
                             reverse: torch.Tensor) -> torch.Tensor:
-        return contract(basis, x, neighbours, reverse, recompute=True)
+        block = int(self.block_bytes // max(neighbours.shape[1] * x.shape[1] * x.element_size(), 1))
+        return contract(basis, x, neighbours, reverse, recompute=True, block=max(block, 1) if self.block_bytes else 0)
 
     def contract(self, basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor
                  ) -> torch.Tensor:
@@ -102,12 +104,13 @@ class Message(nn.Module):
         if vectors_zero:
             ds = (self.contract(basis, p_s, neighbours, reverse) * w_s).sum(1)
         else:
-            # The scalar and vector-vector messages share the radial basis: one contraction over [p_s | p_vv v].
-            y = (p_vv.unsqueeze(1) * v).reshape(a, 3 * f)
-            t_s, t_v = torch.split(self.contract(basis, torch.cat([p_s, y], dim=1), neighbours, reverse),
-                                   [f, 3 * f], dim=2)
-            ds = (t_s * w_s).sum(1)
-            dv = dv + (t_v.reshape(a, k, 3, f) * w_vv).sum(1)
+            # The scalar and the three vector-vector messages share the radial basis, but are contracted one
+            # by one: a [slots x F] transient each instead of one [slots x 4F] (the memory peak).
+            ds = (self.contract(basis, p_s, neighbours, reverse) * w_s).sum(1)
+            y = p_vv.unsqueeze(1) * v  # [A, 3, F]
+            w_vv2 = w_vv.reshape(1, k, f)
+            dvv = [(self.contract(basis, y[:, c], neighbours, reverse) * w_vv2).sum(1) for c in range(3)]
+            dv = dv + torch.stack(dvv, dim=1)
         return s + ds, v + dv
 
 

@@ -44,11 +44,14 @@ class StudentModel(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("shift", torch.zeros(()))
 
-    def set_recompute(self, enabled: bool) -> "StudentModel":
+    def set_recompute(self, enabled: bool, block_bytes: float = 0) -> "StudentModel":
         """Inference mode of the neighbour contractions: scatter-free backward, gathers recomputed
-        (see deploycc/model/pairs.py); off for training, whose force loss differentiates twice."""
+        (see deploycc/model/pairs.py); off for training, whose force loss differentiates twice.
+        `block_bytes` > 0 (eager only, never for an exported graph): contract the atoms in blocks whose
+        gathered features take about this many bytes."""
         for message in self.messages:
             message.recompute = enabled
+            message.block_bytes = int(block_bytes) if enabled else 0
         return self
 
     def geometry(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,8 @@ for structures with periodic axes.
 The calculator keeps a Verlet neighbour list (`skin`, Å): built with cutoff + skin, it is rebuilt only when
 an atom has moved more than skin / 2 or the numbers, cell or pbc changed (deploycc/runtime/neighbours.py);
 slots beyond the cutoff add nothing.  skin=0 (the default) rebuilds at every call, which is cheaper for
-small molecules, whose list costs less than the wider slots a skin brings.
+small molecules, whose list costs less than the wider slots a skin brings.  The structure rules
+(deploycc/runtime/validate.py) are applied at every call, the minimum distance at the current positions.
 
 An ASE calculator holds the results of its last call, so it cannot be shared between threads: the first
 thread that uses it owns it, and a call from another thread is refused (give each thread its own
@@ -66,8 +67,15 @@ class DeployccCalculator(Calculator):
         check_structure(structure, "the structure", rules)
         rebuilds = self.neighbours.builds
         batch = self.neighbours.get(structure)
-        if self.neighbours.builds != rebuilds:
-            check_neighbours(structure, self.neighbours.half, "the structure", rules)
+        try:
+            # Distances at the current positions, also between rebuilds (atoms may close in by up to the skin).
+            check_neighbours(structure, self.neighbours.half, "the structure", rules,
+                             self.neighbours.cutoff + self.neighbours.skin)
+            if self.neighbours.builds != rebuilds:
+                self.predictor.check_fits(structure, batch.slots, "the structure")  # atoms profile, memory budget
+        except UserInputError:
+            self.neighbours.reference = None  # a refused list is never reused: the next call checks again
+            raise
         result = self.predictor.run(batch)
         stress = None
         if structure.periodic:

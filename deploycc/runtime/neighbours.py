@@ -14,7 +14,7 @@ when an atom has moved more than half the skin (a Verlet list); slots beyond the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -66,7 +66,7 @@ class NeighbourBatch:
     positions: np.ndarray  # float64 [A, 3]
     neighbours: np.ndarray  # int64 [A, M]
     reverse: np.ndarray  # int64 [A, M]
-    shifts: np.ndarray  # float64 [A, M, 3]: image shift of each slot (padding: a vector beyond the cutoff)
+    shifts: np.ndarray | None  # float64 [A, M, 3]: image shift of each slot; None when no structure is periodic
     offsets: np.ndarray  # int64 [S + 1]: structure k is atoms offsets[k]:offsets[k + 1]
     cells: np.ndarray  # float64 [S, 3, 3]
     pbc: np.ndarray  # bool [S, 3]
@@ -85,9 +85,19 @@ class NeighbourBatch:
         return len(self.offsets) - 1
 
     def vectors(self, positions: np.ndarray | None = None) -> np.ndarray:
-        """Slot pair vectors r_j + shift - r_i [A, M, 3], float64 (for `positions`, default the batch's)."""
+        """Slot pair vectors r_j + shift - r_i [A, M, 3], float64 (for `positions`, default the batch's);
+        padding slots get (PADDING_DISTANCE, 0, 0)."""
         r = self.positions if positions is None else np.asarray(positions, dtype=np.float64)
-        return r[self.neighbours] - r[:, None, :] + self.shifts
+        vectors = r[self.neighbours]
+        vectors -= r[:, None, :]
+        if self.shifts is not None:
+            vectors += self.shifts
+        vectors[self.padding(), 0] = PADDING_DISTANCE
+        return vectors
+
+    def padding(self) -> np.ndarray:
+        """[A, M] True on padding slots (each atom's real slots come first)."""
+        return np.arange(self.slots)[None, :] >= self.degree[:, None]
 
     def per_structure(self, per_atom: np.ndarray) -> np.ndarray:
         """Sums of a per-atom array over each structure's atoms, in float64: [S, ...]."""
@@ -153,7 +163,8 @@ def assemble(structures: Sequence[Structure], halves: Sequence[HalfList]) -> Nei
     empty = np.zeros(0, np.int64)
     i = np.concatenate([h.i + o for h, o in zip(halves, offsets[:-1])] + [empty])
     j = np.concatenate([h.j + o for h, o in zip(halves, offsets[:-1])] + [empty])
-    s = np.concatenate([h.shifts for h in halves] + [np.zeros((0, 3))])
+    periodic = any(x.periodic for x in structures)
+    s = np.concatenate([h.shifts for h in halves] + [np.zeros((0, 3))]) if periodic else None
     neighbours, reverse, slot_shifts, degree = slot_matrices(int(offsets[-1]), i, j, s)
     return NeighbourBatch(
         numbers=np.concatenate([x.numbers for x in structures] + [empty]),
@@ -163,14 +174,13 @@ def assemble(structures: Sequence[Structure], halves: Sequence[HalfList]) -> Nei
         pbc=np.stack([x.pbc for x in structures]) if len(structures) else np.zeros((0, 3), bool), degree=degree)
 
 
-def slot_matrices(atoms: int, i: np.ndarray, j: np.ndarray, shifts: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(neighbours, reverse, shifts [A, M, 3], degree) from a half list: pair e and its mirror e + H are
-    each other's reverse, so no search is needed; slots are filled in a stable sort by atom."""
+def slot_matrices(atoms: int, i: np.ndarray, j: np.ndarray, shifts: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(neighbours, reverse, shifts [A, M, 3] or None, degree) from a half list: pair e and its mirror e + H
+    are each other's reverse, so no search is needed; slots are filled in a stable sort by atom."""
     h = len(i)
     source = np.concatenate([i, j])
     target = np.concatenate([j, i])
-    shift = np.concatenate([shifts, -shifts])
     degree = np.bincount(source, minlength=atoms).astype(np.int64)
     m = max(int(degree.max()) if atoms else 0, 1)
     order = np.argsort(source, kind="stable")
@@ -182,11 +192,13 @@ def slot_matrices(atoms: int, i: np.ndarray, j: np.ndarray, shifts: np.ndarray
     partner = np.concatenate([np.arange(h, 2 * h), np.arange(h)])
     neighbours = np.repeat(np.arange(atoms, dtype=np.int64), m).reshape(atoms, m)
     reverse = np.arange(atoms * m, dtype=np.int64).reshape(atoms, m)
-    slot_shifts = np.zeros((atoms, m, 3))
-    slot_shifts[..., 0] = PADDING_DISTANCE
     neighbours.reshape(-1)[slot] = target
     reverse.reshape(-1)[slot] = slot[partner]
-    slot_shifts.reshape(-1, 3)[slot] = shift
+    slot_shifts = None
+    if shifts is not None:
+        slot_shifts = np.zeros((atoms, m, 3))
+        slot_shifts.reshape(-1, 3)[slot[:h]] = shifts
+        slot_shifts.reshape(-1, 3)[slot[h:]] = -shifts
     return neighbours, reverse, slot_shifts, degree
 
 
@@ -209,7 +221,8 @@ class NeighbourCache:
         if self._stale(structure):
             self.half = half_list(structure, self.cutoff + self.skin)
             self.batch = assemble([structure], [self.half])
-            self.reference = structure
+            # A copy: a caller that moves the atoms in place must not move the reference too.
+            self.reference = replace(structure, positions=structure.positions.copy())
             self.builds += 1
             return self.batch
         assert self.batch is not None

@@ -45,9 +45,10 @@ def available_memory(device: str) -> float:
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return MEMORY_FRACTION_CUDA * free
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                return MEMORY_FRACTION_CPU * int(line.split()[1]) * 1024
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return MEMORY_FRACTION_CPU * int(line.split()[1]) * 1024
     except OSError:
         pass
     return 8e9
@@ -130,16 +131,17 @@ class Predictor:
         return result
 
     def plan(self, prepared: Sequence[tuple[Structure, HalfList]]) -> list[list[int]]:
-        """Calls of structures that fit the atoms profile and the memory budget, similar slot counts together."""
+        """Calls of structures that fit the atoms profile and the memory budget, similar slot counts together;
+        the first structure (by index) that fits in no call is refused."""
         budget, memory, limit = self.budget(), self.settings.memory, self.settings.atoms.max
-        width = [int(half.degree(len(s)).max(initial=0)) for s, half in prepared]
+        width = [max(int(half.degree(len(s)).max(initial=0)), 1) for s, half in prepared]
+        for k, (structure, _half) in enumerate(prepared):
+            self.check_fits(structure, width[k], f"structure {k}", budget)
         calls: list[list[int]] = []
         current: list[int] = []
         atoms = slots = 0
         for k in sorted(range(len(prepared)), key=lambda k: (width[k], len(prepared[k][0]))):
-            n, m = len(prepared[k][0]), max(width[k], 1)
-            if n > limit or memory.estimate(n, m) > budget:
-                self._refuse(k, prepared[k][0], n, m, budget, limit)
+            n, m = len(prepared[k][0]), width[k]
             if current and (atoms + n > limit or memory.estimate(atoms + n, max(slots, m)) > budget):
                 calls.append(current)
                 current, atoms, slots = [], 0, 0
@@ -147,15 +149,25 @@ class Predictor:
             atoms, slots = atoms + n, max(slots, m)
         return calls + ([current] if current else [])
 
-    def _refuse(self, k: int, structure: Structure, n: int, m: int, budget: float, limit: int) -> None:
-        name = label_of(f"structure {k}", structure.numbers)
+    def check_fits(self, structure: Structure, slots: int, where: str, budget: float | None = None) -> None:
+        """Refuse (one line naming `where`) a structure above the atoms profile, or whose call alone would
+        need more memory than the budget (`slots`: its neighbour slots per atom)."""
+        budget = self.budget() if budget is None else budget
+        n, m, limit = len(structure), max(int(slots), 1), self.settings.atoms.max
+        name = label_of(where, structure.numbers)
         if n > limit:
             raise UserInputError(f"{name} has {n} atoms; {self.label} takes at most {limit} per call (its atoms "
                                  "profile)")
         need = self.settings.memory.estimate(n, m)
-        raise UserInputError(f"{name} ({n} atoms, {m} neighbours per atom) needs an estimated {need / 1e9:.1f} GB, "
-                             f"above the {budget / 1e9:.1f} GB memory budget of {self.label} "
-                             "(set DEPLOYCC_MEMORY_BUDGET_GB, or use a target with less memory per neighbour)")
+        if need > budget:
+            raise UserInputError(f"{name} ({n} atoms, {m} neighbours per atom) needs an estimated "
+                                 f"{gigabytes(need)}, above the {gigabytes(budget)} memory budget of {self.label} "
+                                 "(set DEPLOYCC_MEMORY_BUDGET_GB, or use a target with less memory per neighbour)")
+
+
+def gigabytes(size: float) -> str:
+    """Bytes as GB with three significant digits (an estimate just above a budget must not read as equal)."""
+    return f"{size / 1e9:.3g} GB"
 
 
 def _as_list(value) -> list:

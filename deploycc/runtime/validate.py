@@ -123,8 +123,10 @@ def check_unseen_elements(name: str, numbers: np.ndarray, rules: Rules) -> None:
                   UnseenElementWarning, stacklevel=5)
 
 
-def check_neighbours(structure: Structure, half: HalfList, where: str, rules: Rules) -> None:
-    """No pair closer than the model accepts; no atom with more neighbours than the artifact holds."""
+def check_neighbours(structure: Structure, half: HalfList, where: str, rules: Rules,
+                     list_cutoff: float | None = None) -> None:
+    """No pair closer than the model accepts; no atom with more neighbours (within `list_cutoff`, default
+    the model's cutoff) than the artifact holds."""
     if len(half.i):
         distances = half.distances(structure.positions)
         k = int(np.argmin(distances))
@@ -137,8 +139,9 @@ def check_neighbours(structure: Structure, half: HalfList, where: str, rules: Ru
         degree = half.degree(len(structure))
         if degree.max() > rules.max_slots:
             atom = int(np.argmax(degree))
+            reach = rules.cutoff if list_cutoff is None else list_cutoff
             raise UserInputError(f"{label_of(where, structure.numbers)}: atom {atom} has {int(degree.max())} "
-                                 f"neighbours within {rules.cutoff:g} Å; {rules.label} holds at most "
+                                 f"neighbours within {reach:g} Å; {rules.label} holds at most "
                                  f"{rules.max_slots} (its neighbours profile): is the structure compressed?")
 
 
@@ -147,5 +150,5 @@ def validated(item, where: str, rules: Rules, list_cutoff: float | None = None) 
     structure = as_structure(item, where)
     check_structure(structure, where, rules)
     half = half_list(structure, rules.cutoff if list_cutoff is None else list_cutoff)
-    check_neighbours(structure, half, where, rules)
+    check_neighbours(structure, half, where, rules, list_cutoff)
     return structure, half

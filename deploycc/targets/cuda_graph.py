@@ -5,13 +5,13 @@ static input buffers); the TorchScript profiling executor would re-optimise its 
 calls, which would have to be warmed past before a capture, and adds nothing once kernels are recorded.
 
 Runner: a request of A atoms with M slots each is padded up to a bucket: atoms rounded up to a multiple of
-`extra.atom_multiple` (32; above 512 atoms to 1/16 of the next power of two, so padding stays below ~6%),
-slots to a multiple of `extra.slot_multiple` (8), both capped at the profile maxima.  Padding atoms have
-number 0 and padding slots point at their own atom with a vector beyond the cutoff: they add nothing to the
-real atoms' energies and forces.  The first request of a bucket warms up on a side stream and captures a
-torch.cuda.CUDAGraph over static input and output tensors; later ones copy into the inputs (resetting the
-padding template first unless the request has the same shape as the last one: the graph never writes
-its inputs), replay, and copy the outputs out.
+`extra.atom_multiple` (32; above 512 atoms to 1/16 of the next power of two, so padding stays below 1/8 of
+the request, ~4% on average), slots to a multiple of `extra.slot_multiple` (8), both capped at the profile
+maxima.  Padding atoms have number 0 and padding slots point at their own atom with a vector beyond the
+cutoff: they add nothing to the real atoms' energies and forces.  The first request of a bucket warms up
+on a side stream and captures a torch.cuda.CUDAGraph over static input and output tensors; later ones copy
+into the inputs (resetting the padding template first unless the request has the same shape as the last
+one: the graph never writes its inputs), replay, and copy the outputs out.
 
 All graphs share one memory pool: replays are serialised on the current stream and every replay's outputs
 are copied out before the next replay can reuse the pool.  Not thread-safe.

@@ -10,9 +10,12 @@ from .base import Exported, ModuleRunner, Runner, Target, register
 from .settings import MemoryModel, TargetSettings
 
 
+BLOCK_BYTES = 4e6  # gathered features per block on CPU: in cache, and below glibc's mmap threshold (32 MB)
+
+
 def eager_runner(model: StudentModel, device: str) -> ModuleRunner:
-    """The eager model on `device` in inference mode (scatter-free, recomputing contractions)."""
-    model = model.to(device).eval().set_recompute(True)
+    """The eager model on `device` in inference mode: recomputing contractions, in blocks of atoms on CPU."""
+    model = model.to(device).eval().set_recompute(True, BLOCK_BYTES if device == "cpu" else 0)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return ModuleRunner(lambda *tensors: energy_forces_virials(model, *tensors), device)

@@ -7,6 +7,7 @@ exactly as the checkout does.  A TOML file `$DEPLOYCC_HOME/targets/<name>.toml` 
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -30,6 +31,16 @@ class Profile:
             raise UserInputError(f"a profile needs integers 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
 
 
+def _positive_numbers(instance) -> None:
+    """Every field of a settings table a finite positive number (a one-line UserInputError otherwise)."""
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+        if not ok:
+            raise UserInputError(f"{type(instance).__name__.lower()}.{f.name} must be a non-negative number, "
+                                 f"got {value!r}")
+
+
 @dataclass(frozen=True)
 class Tolerances:
     """Parity tolerances: energy per atom (eV/atom); forces abs (eV/Å) or relative RMSE (fraction);
@@ -40,6 +51,9 @@ class Tolerances:
     forces_rel: float = 1e-4
     virial_per_atom_abs: float = 1e-4
 
+    def __post_init__(self) -> None:
+        _positive_numbers(self)
+
 
 @dataclass(frozen=True)
 class MemoryModel:
@@ -48,6 +62,9 @@ class MemoryModel:
     base: float = 64e6
     per_atom: float = 8e3
     per_slot: float = 1.5e3
+
+    def __post_init__(self) -> None:
+        _positive_numbers(self)
 
     def estimate(self, atoms: int, slots: int) -> float:
         return self.base + self.per_atom * atoms + self.per_slot * atoms * slots
@@ -95,7 +112,7 @@ class TargetSettings:
                 values["simplify"] = bool(raw["simplify"])
             if "extra" in raw:
                 values["extra"] = {**self.extra, **_table(raw["extra"], "extra", source)}
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, UserInputError) as exc:
             raise UserInputError(f"{source}: bad setting ({exc})") from None
         merged = replace(self, **values)
         if merged.opset > 20:

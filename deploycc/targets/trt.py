@@ -126,10 +126,17 @@ def write_timing_cache(path: Path, data: bytes) -> None:
 def profiles(settings: TargetSettings) -> list[tuple[Profile, Profile]]:
     """(atoms, slots) ranges, one per optimization profile: the settings' own, then extra.profiles."""
     found = [(settings.atoms, settings.neighbours)]
-    for entry in settings.extra.get("profiles", []):
+    extra = settings.extra.get("profiles", [])
+    if not isinstance(extra, (list, tuple)):
+        raise UserInputError(f"trt extra.profiles must be a list of tables ([[extra.profiles]] in TOML), "
+                             f"got {type(extra).__name__} {extra!r}")
+    for entry in extra:
         try:
+            unknown = sorted(set(entry) - {"atoms", "neighbours"}) if isinstance(entry, dict) else []
+            if unknown:
+                raise KeyError(f"unknown key(s) {', '.join(map(str, unknown))}")
             found.append((Profile(*entry["atoms"]), Profile(*entry["neighbours"])))
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, UserInputError) as exc:
             raise UserInputError(f"trt extra.profiles entry {entry!r}: needs atoms and neighbours = "
                                  f"[min, opt, max] ({exc})") from None
     return found

@@ -79,3 +79,73 @@ def test_unknown_teacher_and_bad_factory():
     with pytest.raises(UserInputError, match="cannot be imported"):
         get_teacher("no_such_module:factory")
     assert get_teacher("ase.calculators.emt:EMT").make_calculator().__class__.__name__ == "EMT"
+
+
+# --- periodic metals --------------------------------------------------------------------------------------------
+
+SMALL_METALS = dict(bulk=1, alloys=1, vacancies=1, slabs=1, clusters=1, rattles=1, md_frames=1, md_interval=1)
+
+
+def test_metal_systems_cover_bulk_alloys_vacancies_slabs_and_clusters():
+    from deploycc.data.metals import METALS, MetalsSettings, systems
+
+    made = list(systems(MetalsSettings(**SMALL_METALS)))
+    names = [name for name, _ in made]
+    assert len(made) == len(METALS) + 4
+    assert [n.split("-")[0] for n in names[len(METALS):]] == ["alloy", "vacancy", "slab", "cluster"]
+    by_kind = {name.split("-")[0]: atoms for name, atoms in made}
+    assert by_kind["slab"].pbc.tolist() == [True, True, False] and not by_kind["cluster"].pbc.any()
+    assert by_kind["alloy"].pbc.all() and len(set(by_kind["alloy"].get_chemical_symbols())) == 2
+    assert all(20 <= len(atoms) <= 200 for _, atoms in made)
+    again = [(n, a.positions) for n, a in systems(MetalsSettings(**SMALL_METALS))]
+    assert [n for n, _ in again] == names  # seeded
+    assert all(np.array_equal(p, a.positions) for (_, p), (_, a) in zip(again, made))
+
+
+def test_emt_labels_periodic_metals_split_by_system(tmp_path):
+    from deploycc.data.metals import MetalsSettings, generate_metals
+    from deploycc.data.schema import read_h5, write_h5
+
+    data, report = generate_metals(get_teacher("emt"), MetalsSettings(**SMALL_METALS))
+    assert report.molecules == 11 and report.skipped == 0
+    assert report.structures == len(data) == 2 * 11  # one rattle and one MD frame per system
+    assert report.atoms == sum(len(z) for z in data.numbers)
+    assert np.isfinite(data.energies).all() and all(np.isfinite(f).all() for f in data.forces)
+    assert data.pbc.any(axis=1).sum() == 2 * 10  # all but the cluster are periodic
+    periodic = data.pbc.all(axis=1)
+    assert all(abs(np.linalg.det(c)) > 1.0 for c in data.cells[periodic])
+    groups = {name: set(data.group[idx].tolist()) for name, idx in data.splits.items()}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
+    assert not (groups["val"] & groups["test"]) and all(groups.values())
+    path = tmp_path / "metals.h5"
+    write_h5(data, path)
+    back = read_h5(path)
+    np.testing.assert_array_equal(back.pbc, data.pbc)
+    np.testing.assert_array_equal(back.cells, data.cells)
+    assert back.attrs["teacher"] == "emt" and back.attrs["kind"] == "periodic metals"
+
+
+def test_metal_teacher_failures_are_skipped_and_counted():
+    from deploycc.data.metals import MetalsSettings, generate_metals
+
+    _FailsEveryOtherCall.calls = 0
+    teacher = Teacher("flaky", _FailsEveryOtherCall, "test")
+    settings = MetalsSettings(**{**SMALL_METALS, "md_frames": 0, "rattles": 2})
+    data, report = generate_metals(teacher, settings)
+    assert report.structures == len(data) and report.skipped > 0
+    assert report.structures + report.skipped == 2 * 11
+    assert sum(report.skipped_reasons.values()) == report.skipped
+    assert all(reason.startswith("RuntimeError") for reason in report.skipped_reasons)
+
+
+def test_a_teacher_that_labels_nothing_is_a_user_error():
+    pytest.importorskip("rdkit")
+
+    class Never(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            raise RuntimeError("no")
+
+    with pytest.raises(UserInputError, match="labelled no structure"):
+        generate_molecules([("O", "water")], Teacher("never", Never, "test"), rattles=2, md_frames=0)

@@ -366,3 +366,53 @@ def test_unreadable_structure_file(tmp_path):
     with pytest.raises(UserInputError) as info:
         read_structures(path)
     assert str(path) in str(info.value)
+
+
+# --- periodic structures -------------------------------------------------------------------------------------------
+
+
+def test_periodic_atoms_keep_cells_pbc_and_labels_through_hdf5_and_extxyz(tmp_path):
+    import ase.io
+    from ase.build import bulk, fcc111
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from deploycc.data.schema import from_atoms
+
+    rng = np.random.default_rng(12)
+    slab = fcc111("Al", size=(2, 2, 2), vacuum=4.0)
+    slab.pbc = (True, True, False)
+    cells = [bulk("Cu", "fcc", a=3.61, cubic=True), bulk("Au", "fcc", a=4.08), slab]
+    for atoms in cells:
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()), forces=rng.normal(size=(len(atoms), 3)))
+    data = from_atoms(cells, group=np.array([0, 1, 1]), require_labels=True)
+    assert data.has_labels and data.pbc.tolist() == [[True] * 3, [True] * 3, [True, True, False]]
+    np.testing.assert_array_equal(data.cells[1], cells[1].cell.array)  # a primitive (non-orthogonal) cell
+    path = tmp_path / "cells.h5"
+    write_h5(data, path)
+    back = read_h5(path)
+    np.testing.assert_array_equal(back.cells, data.cells)
+    np.testing.assert_array_equal(back.pbc, data.pbc)
+    np.testing.assert_array_equal(back.group, [0, 1, 1])
+    for k, atoms in enumerate(back.to_atoms()):
+        assert atoms.pbc.tolist() == cells[k].pbc.tolist()
+        np.testing.assert_array_equal(atoms.cell.array, cells[k].cell.array)
+        np.testing.assert_array_equal(atoms.get_forces(), cells[k].get_forces())
+    xyz = tmp_path / "cells.extxyz"
+    ase.io.write(str(xyz), cells, format="extxyz")
+    again = read_structures(xyz)
+    np.testing.assert_array_equal(again.pbc, data.pbc)
+    np.testing.assert_allclose(again.cells, data.cells, atol=1e-8)
+    np.testing.assert_allclose(again.energies, data.energies, atol=1e-8)
+
+
+def test_from_atoms_without_labels_and_requiring_them():
+    from ase import Atoms
+
+    from deploycc.data.schema import from_atoms
+
+    plain = [Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])]
+    data = from_atoms(plain)
+    assert not data.has_labels and data.energies is None and data.forces is None
+    assert not data.pbc.any() and data.cells.shape == (1, 3, 3)
+    with pytest.raises(UserInputError, match="no energy/forces labels"):
+        from_atoms(plain, require_labels=True)

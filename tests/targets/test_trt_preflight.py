@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,15 +10,16 @@ import torch
 
 from deploycc.errors import DeployccError
 from deploycc.model import ModelConfig, StudentModel
-from deploycc.targets.settings import load_settings
+from deploycc.targets.base import get_target
 from deploycc.targets.trt_preflight import SUPPORTED_OPS, TensorRTPreflightError, find_problems, preflight
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 helper, TensorProto = onnx.helper, onnx.TensorProto
 
-# One interaction and narrow layers: the same operators as the presets, exported in half the time.
-MICRO = ModelConfig(hidden_dim=16, num_interactions=1, num_rbf=4)
+# Narrow layers: the same operators as the presets (two interactions: the first one, whose vector features
+# are zero, and a later one with the vector-vector message), exported quickly.
+MICRO = ModelConfig(hidden_dim=16, num_interactions=2, num_rbf=4)
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +27,27 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from deploycc.targets.onnx_export import export_onnx
     from deploycc.targets.onnx_fp16 import export_mixed_onnx
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = StudentModel(MICRO).eval()
     folder = tmp_path_factory.mktemp("preflight")
     paths = {"fp32": folder / "fp32.onnx", "fp16": folder / "fp16.onnx"}
-    export_onnx(model, load_settings("onnx"), paths["fp32"])
-    export_mixed_onnx(model, load_settings("onnx-fp16"), paths["fp16"])
+    export_onnx(model, get_target("onnx").settings(), paths["fp32"])
+    # the graph the trt target builds its engine from (exported on the CPU, as the target does)
+    export_mixed_onnx(model, replace(get_target("trt").settings(), device="cpu"), paths["fp16"])
     return paths
 
 
 @pytest.mark.parametrize("kind", ["fp32", "fp16"])
 def test_exports_pass(exports: dict[str, Path], kind: str) -> None:
     preflight(exports[kind])
-    nodes = onnx.load(str(exports[kind])).graph.node
-    assert {node.op_type for node in nodes} <= SUPPORTED_OPS
-    scatters = [node for node in nodes if node.op_type.startswith("Scatter")]
-    reductions = {attr.s.decode() for node in scatters for attr in node.attribute if attr.name == "reduction"}
-    assert reductions <= {"none"}  # the dense formulation never needs scatter-add
+    model = onnx.load(str(exports[kind]))
+    nodes = model.graph.node
+    ops = {node.op_type for node in nodes}
+    assert ops <= SUPPORTED_OPS and {"Gather", "MatMul"} <= ops
+    # The neighbour-slot formulation's adjoints are gathers along `reverse`: no scatter of any kind.
+    assert not [node.op_type for node in nodes if node.op_type.startswith("Scatter")]
+    assert all(node.domain in ("", "ai.onnx") for node in nodes)
+    assert find_problems(model) == []
 
 
 def _model(*nodes, inputs=("x",), extra_inputs=()) -> "onnx.ModelProto":
@@ -84,3 +89,11 @@ def test_custom_domain_and_subgraph_nodes() -> None:
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     problems = find_problems(_model(branch, extra_inputs=[cond]))
     assert len(problems) == 2 and all("inner_split" in p for p in problems)
+
+
+def test_opset_outside_the_parsers_range_is_refused() -> None:
+    model = _model(helper.make_node("Relu", ["x"], ["y"], name="relu"))
+    assert find_problems(model) == []
+    model.opset_import[0].version = 25
+    with pytest.raises(TensorRTPreflightError, match="opset 25 is outside 9..24"):
+        preflight(model)

@@ -1,67 +1,76 @@
-"""Distillation: the loss falls, metrics are stored in the checkpoint, runs resume, bad data is refused."""
+"""Distillation: the loss falls, metrics are stored in the checkpoint, runs resume, settings and bad data
+are refused in one line, periodic data trains with any preset."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 import numpy as np
 import pytest
-import torch
 
+import deploycc.train.batches
 from deploycc.checkpoint import load_checkpoint
-from deploycc.data.schema import Structures, write_h5
+from deploycc.data.schema import Structures, read_h5, write_h5
 from deploycc.errors import UserInputError
 from deploycc.model import PRESET_CONFIGS
 from deploycc.train.loop import TrainSettings, evaluate, train
-from deploycc.train.normalisation import fit_element_references
+from deploycc.train.normalisation import fit_element_references, fit_scale_shift
 
-from conftest import make_model, random_molecule
+from train_data import write_labelled
 
-
-def labelled_dataset(path, count: int = 40, seed: int = 5) -> None:
-    """Molecules labelled by a fixed random 'teacher' model, split by molecule id."""
-    rng = np.random.default_rng(seed)
-    teacher = make_model(seed=42, preset="ultra-tiny")
-    numbers, positions, energies, forces = [], [], [], []
-    for _ in range(count):
-        z, r = random_molecule(rng, int(rng.integers(3, 9)))
-        pos = torch.tensor(r[None], dtype=torch.float32, requires_grad=True)
-        energy = teacher(torch.tensor(z[None]), pos)
-        (grad,) = torch.autograd.grad(energy.sum(), pos)
-        numbers.append(z)
-        positions.append(r)
-        energies.append(float(energy.detach()))
-        forces.append(-grad[0].numpy().astype(np.float64))
-    group = np.arange(count) // 2
-    write_h5(Structures(numbers=numbers, positions=positions, energies=np.array(energies), forces=forces,
-                        group=group, splits={"train": np.arange(0, 28), "val": np.arange(28, 34),
-                                             "test": np.arange(34, 40)}), path)
+ULTRA = PRESET_CONFIGS["ultra-tiny"]
 
 
-def test_training_reduces_error_and_stores_metrics(tmp_path):
-    data = tmp_path / "d.h5"
-    labelled_dataset(data)
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_labelled(tmp_path_factory.mktemp("train") / "d.h5")
+
+
+def test_training_reduces_error_and_stores_metrics(dataset, tmp_path):
     settings = TrainSettings(epochs=6, batch_size=4, lr=3e-3, warmup_steps=5, patience=100)
-    result = train(data, PRESET_CONFIGS["ultra-tiny"], tmp_path / "m.pt", settings)
+    epochs: list[dict] = []
+    result = train(dataset, ULTRA, tmp_path / "m.pt", settings, on_epoch=epochs.append)
     first, last = result.history[0], result.history[-1]
     assert last["loss"] < first["loss"]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5, 6] and epochs == result.history
+    assert result.epochs_run == 6 and result.checkpoint == tmp_path / "m.pt"
     checkpoint = load_checkpoint(tmp_path / "m.pt")
     stored = checkpoint.metadata["test_metrics"]
     assert stored["force_rmse"] == pytest.approx(result.test.force_rmse)
+    assert stored["structures"] == 6 and checkpoint.metadata["val_metrics"]["structures"] == 6
     assert checkpoint.metadata["epochs"] == 6 and "torch" in checkpoint.metadata["library_versions"]
-    from deploycc.data.schema import read_h5
-
-    again = evaluate(checkpoint.model, read_h5(data).split("test"))
+    assert checkpoint.metadata["train_settings"]["batch_size"] == 4
+    data = read_h5(dataset)
+    train_elements = sorted({int(z) for i in data.splits["train"] for z in data.numbers[i]})
+    assert checkpoint.metadata["elements"] == train_elements
+    again = evaluate(checkpoint.model, data.split("test"))
     assert again.force_rmse == pytest.approx(result.test.force_rmse, rel=1e-5)
+    assert again.energy_mae_per_atom == pytest.approx(result.test.energy_mae_per_atom, rel=1e-5, abs=1e-9)
 
 
-def test_resume_continues_from_saved_state(tmp_path):
-    data = tmp_path / "d.h5"
-    labelled_dataset(data)
+def test_neighbour_lists_are_built_once_per_split_not_per_epoch(dataset, tmp_path, monkeypatch):
+    calls = []
+    original = deploycc.train.batches.half_list
+    monkeypatch.setattr(deploycc.train.batches, "half_list", lambda s, c: calls.append(len(s)) or original(s, c))
+    train(dataset, ULTRA, tmp_path / "m.pt", TrainSettings(epochs=3, batch_size=8, warmup_steps=2, patience=100))
+    assert len(calls) == 28 + 6 + 6  # train, val, test: once each, whatever the number of epochs
+
+
+def test_resume_continues_from_saved_state(dataset, tmp_path):
     out = tmp_path / "m.pt"
     short = TrainSettings(epochs=2, batch_size=8, warmup_steps=2, patience=100)
-    train(data, PRESET_CONFIGS["ultra-tiny"], out, short)
+    first = train(dataset, ULTRA, out, short)
+    assert out.with_name(out.name + ".state").is_file()
     longer = TrainSettings(epochs=4, batch_size=8, warmup_steps=2, patience=100)
-    resumed = train(data, PRESET_CONFIGS["ultra-tiny"], out, longer, resume=True)
+    resumed = train(dataset, ULTRA, out, longer, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:2] == first.history  # the first two epochs are the saved ones, not rerun
+
+
+def test_time_limit_stops_after_the_first_epoch(dataset, tmp_path):
+    settings = TrainSettings(epochs=50, batch_size=8, warmup_steps=2, max_minutes=1e-9)
+    result = train(dataset, ULTRA, tmp_path / "m.pt", settings)
+    assert result.epochs_run == 1 and len(result.history) == 1
 
 
 def test_element_references_fit_linear_energies():
@@ -69,39 +78,67 @@ def test_element_references_fit_linear_energies():
     true_refs = {1: -13.6, 6: -1030.0, 8: -2040.0}
     numbers = [rng.choice([1, 6, 8], size=int(rng.integers(2, 9))) for _ in range(30)]
     energies = np.array([sum(true_refs[int(z)] for z in zs) for zs in numbers])
+    forces = [rng.normal(0.0, 0.5, (len(z), 3)) for z in numbers]
     data = Structures(numbers=numbers, positions=[np.zeros((len(z), 3)) for z in numbers], energies=energies,
-                      forces=[np.zeros((len(z), 3)) for z in numbers])
+                      forces=forces)
     refs = fit_element_references(data, 100)
     for z, value in true_refs.items():
         assert refs[z] == pytest.approx(value, abs=1e-6)
+    assert refs[7] == 0.0 and refs.shape == (101,)
+    scale, shift = fit_scale_shift(data, refs)
+    assert shift == pytest.approx(0.0, abs=1e-6)
+    assert scale == pytest.approx(float(np.sqrt(np.mean(np.concatenate(forces) ** 2))))
 
 
-def test_dataset_without_splits_or_with_unknown_elements_is_refused(tmp_path):
-    data = tmp_path / "nosplit.h5"
-    write_h5(Structures(numbers=[np.array([1, 1])], positions=[np.array([[0, 0, 0], [0.7, 0, 0.0]])],
-                        energies=np.array([-1.0]), forces=[np.zeros((2, 3))]), data)
+@pytest.mark.parametrize("change, fragment", [
+    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"), ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"patience": 0}, "--patience"), ({"lr": 0.0}, "--lr must be a positive number, got 0.0"),
+    ({"lr": -1e-3}, "--lr must be a positive number"),
+    ({"lr": float("nan")}, "--lr must be a positive number, got nan"),
+    ({"lr": float("inf")}, "--lr"), ({"ema_decay": 0.0}, "--ema-decay"),
+    ({"force_weight": -1.0}, "--force-weight must be a non-negative number"),
+    ({"energy_weight": float("nan")}, "--energy-weight"), ({"max_minutes": -1.0}, "--max-minutes"),
+])
+def test_settings_outside_their_domain_are_refused_in_one_line(change, fragment, tmp_path):
+    TrainSettings().check()
+    with pytest.raises(UserInputError) as caught:
+        TrainSettings(**change).check()
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(UserInputError, match=fragment.split(" ")[0]):  # before the data is even read
+        train(tmp_path / "missing.h5", ULTRA, tmp_path / "m.pt", TrainSettings(**change))
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_dataset_without_labels_splits_or_with_unknown_elements_is_refused(tmp_path):
+    h2 = dict(numbers=[np.array([1, 1])] * 3, positions=[np.array([[0, 0, 0], [0.7, 0, 0.0]])] * 3)
+    splits = {"train": np.array([0]), "val": np.array([1]), "test": np.array([2])}
+    unlabelled = tmp_path / "unlabelled.h5"
+    write_h5(Structures(**h2, splits=splits), unlabelled)
+    with pytest.raises(UserInputError, match="no energy/force labels"):
+        train(unlabelled, ULTRA, tmp_path / "m.pt", TrainSettings(epochs=1))
+    nosplit = tmp_path / "nosplit.h5"
+    write_h5(Structures(**h2, energies=np.array([-1.0] * 3), forces=[np.zeros((2, 3))] * 3), nosplit)
     with pytest.raises(UserInputError, match="empty 'train' split"):
-        train(data, PRESET_CONFIGS["ultra-tiny"], tmp_path / "m.pt", TrainSettings(epochs=1))
+        train(nosplit, ULTRA, tmp_path / "m.pt", TrainSettings(epochs=1))
     heavy = tmp_path / "heavy.h5"
     write_h5(Structures(numbers=[np.array([1, 110])] * 3, positions=[np.array([[0, 0, 0], [2.0, 0, 0]])] * 3,
-                        energies=np.array([-1.0] * 3), forces=[np.zeros((2, 3))] * 3,
-                        splits={"train": np.array([0]), "val": np.array([1]), "test": np.array([2])}), heavy)
+                        energies=np.array([-1.0] * 3), forces=[np.zeros((2, 3))] * 3, splits=splits), heavy)
     with pytest.raises(UserInputError, match="Z=110"):
-        train(heavy, PRESET_CONFIGS["ultra-tiny"], tmp_path / "m.pt", TrainSettings(epochs=1))
+        train(heavy, ULTRA, tmp_path / "m.pt", TrainSettings(epochs=1))
+    assert not (tmp_path / "m.pt").exists()
 
 
-def test_periodic_data_needs_a_periodic_model(tmp_path, periodic_calib_file):
-    settings = TrainSettings(epochs=1, batch_size=2, warmup_steps=1)
-    with pytest.raises(UserInputError, match="periodic model"):
-        train(periodic_calib_file, PRESET_CONFIGS["tiny"], tmp_path / "m.pt", settings)
-
-
-def test_periodic_model_trains_on_cells_slabs_and_clusters(tmp_path, periodic_calib_file):
-    from dataclasses import replace
-
-    config = replace(PRESET_CONFIGS["metals-tiny"], hidden_dim=16, num_rbf=6)
-    settings = TrainSettings(epochs=4, batch_size=2, lr=3e-3, warmup_steps=2, patience=100)
+@pytest.mark.parametrize("preset", sorted(PRESET_CONFIGS))
+def test_periodic_data_trains_with_any_preset(preset, tmp_path, periodic_calib_file):
+    """Periodic images are ordinary neighbour slots: any preset trains on cells, slabs and clusters (the
+    checkpoint records the model as periodic, so parity defaults to the periodic calibration set)."""
+    config = PRESET_CONFIGS[preset]
+    settings = TrainSettings(epochs=3, batch_size=2, lr=3e-3, warmup_steps=2, patience=100)
     result = train(periodic_calib_file, config, tmp_path / "m.pt", settings)
+    assert all(math.isfinite(h["loss"]) for h in result.history)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     checkpoint = load_checkpoint(tmp_path / "m.pt")
-    assert checkpoint.config.periodic and np.isfinite(checkpoint.metadata["test_metrics"]["force_rmse"])
+    assert checkpoint.config.periodic
+    assert replace(checkpoint.config, periodic=False) == replace(config, periodic=False)  # only that changed
+    assert np.isfinite(checkpoint.metadata["test_metrics"]["force_rmse"])
+    assert set(checkpoint.metadata["elements"]) <= {13, 29, 79} and checkpoint.metadata["elements"]

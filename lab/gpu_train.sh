@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distil presets on one CUDA GPU side by side, in a single call; checkpoints and logs go to $OUT.
 # Usage: OUT=/tmp/out TRAIN_MINUTES=6 JOBS="metals-tiny:work/metals2.h5:8:2e-3 tiny:work/molecules.h5:16:1e-3" \
-#        bash scripts/gpu_train.sh        (each job: preset:dataset:batch size:learning rate[:energy weight])
+#        bash lab/gpu_train.sh        (each job: preset:dataset:batch size:learning rate[:energy weight])
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-train}
 TRAIN_MINUTES=${TRAIN_MINUTES:-6}

@@ -1,6 +1,6 @@
 """Where an ONNX artifact spends its time on ONNX Runtime CPU: share per operator type and the slowest nodes.
 
-Usage: python scripts/profile_onnx.py artifacts/tiny/onnx/model.onnx [--batch 32] [--atoms 28] [--threads 2]
+Usage: python lab/profile_onnx.py artifacts/tiny/onnx/model.onnx [--batch 32] [--atoms 28] [--threads 2]
 Random CHNO-like molecules (10 H, the rest C); ORT's own profiler (kernel time per node), after warm-up."""
 
 from __future__ import annotations

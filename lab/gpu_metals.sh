@@ -3,7 +3,7 @@
 #   1. distil metals-tiny on CUDA from the EMT metals dataset for $TRAIN_MINUTES (skipped when 0),
 #   2. build it for the CUDA targets that take periodic inputs, each with parity against eager on calib/metals.h5,
 #   3. sweep batch sizes 1..64 on ~108-atom periodic cells and write the table to $OUT.
-# Usage: OUT=/tmp/out [ART=/tmp/art] [TRAIN_MINUTES=5 DATA=work/metals.h5] bash scripts/gpu_metals.sh
+# Usage: OUT=/tmp/out [ART=/tmp/art] [TRAIN_MINUTES=5 DATA=work/metals.h5] bash lab/gpu_metals.sh
 # Make the dataset first (CPU, ~5 min): deploycc data metals --out work/metals.h5
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-metals}

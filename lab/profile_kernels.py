@@ -1,8 +1,9 @@
 """Which GPU kernels one energy+forces call launches, with their summed device time (eager vs fused step).
 
 Tells a launch-gap-bound replay (kernel time << replay time) from an execution-bound one, and names the
-kernels worth fusing.  Usage (needs a CUDA GPU): python3 scripts/profile_kernels.py [--model tiny]
-[--atoms 25] [--batch 1] [--top 25]
+kernels worth fusing.  The inputs are molecules of about `--atoms` atoms (or water boxes with --water),
+`--batch` of them per call, in the neighbour layout.  Usage (needs a CUDA GPU): python3 lab/profile_kernels.py
+[--model tiny] [--atoms 25] [--batch 1,256] [--top 25]
 """
 
 from __future__ import annotations
@@ -18,22 +19,34 @@ from deploycc.targets.cuda_graph import eager_step
 from deploycc.targets.cuda_graph_fused import fused_step
 
 
-def gpu_events(step, numbers: torch.Tensor, positions: torch.Tensor) -> list[tuple[str, float]]:
+def sample_inputs(atoms: int, batch: int, cutoff: float, device: str = "cuda") -> tuple[torch.Tensor, ...]:
+    """Graph inputs of `batch` water clusters of about `atoms` atoms, on `device`."""
+    from deploycc.bench.systems import water_box
+    from deploycc.runtime.neighbours import Structure, neighbour_batch
+    from deploycc.targets.base import GraphInputs
+
+    cluster = water_box(atoms)
+    cluster.pbc = False
+    batch_ = neighbour_batch([Structure.from_atoms(cluster)] * batch, cutoff)
+    return GraphInputs.from_batch(batch_).to(device).tensors()
+
+
+def gpu_events(step, inputs: tuple[torch.Tensor, ...]) -> list[tuple[str, float]]:
     """(name, device µs) of every GPU kernel, copy and memset of one call, after three warm-up calls."""
     for _ in range(3):
-        step(numbers, positions)
+        step(*inputs)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
-        step(numbers, positions)
+        step(*inputs)
         torch.cuda.synchronize()
     return [(e.name, e.device_time_total) for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
-def kernel_table(step, numbers: torch.Tensor, positions: torch.Tensor, top: int) -> str:
+def kernel_table(step, inputs: tuple[torch.Tensor, ...], top: int) -> str:
     """Markdown table of kernels by summed device time over one call (after warm-up)."""
     count: dict[str, int] = defaultdict(int)
     micros: dict[str, float] = defaultdict(float)
-    for full_name, us in gpu_events(step, numbers, positions):
+    for full_name, us in gpu_events(step, inputs):
         name = full_name[:90]
         count[name] += 1
         micros[name] += us
@@ -55,11 +68,10 @@ def main() -> None:
     model = load_checkpoint(args.model).model
     steps = {"eager": eager_step(model, "cuda"), "fused": fused_step(model, "cuda")}
     for batch in (int(b) for b in args.batch.split(",")):
-        numbers = torch.randint(1, 9, (batch, args.atoms), device="cuda")
-        positions = torch.randn(batch, args.atoms, 3, device="cuda") * 1.6
+        inputs = sample_inputs(args.atoms, batch, model.cutoff)
         for name, step in steps.items():
-            print(f"\n## {name}, {args.model}, batch {batch}, {args.atoms} atoms\n")
-            print(kernel_table(step, numbers, positions, args.top), flush=True)
+            print(f"\n## {name}, {args.model}, batch {batch}, ~{args.atoms} atoms each\n")
+            print(kernel_table(step, inputs, args.top), flush=True)
 
 
 if __name__ == "__main__":
