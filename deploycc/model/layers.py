@@ -8,7 +8,7 @@ channels, never across x/y/z (rotation equivariance).
 PaiNN's continuous filter is W_ij = A (rbf(d_ij) * fcut(d_ij)), linear in the K-wide radial basis, so
 every neighbour sum factors: sum_j W_ij * x_j = A . sum_j basis_ij (x) x_j.  The per-slot work is then one
 contraction of the K-wide (or 3K-wide, for directions) basis with gathered neighbour features
-(`pairs.contract`), and A is applied per atom; no [slots x features] filter tensor exists.
+(`pairs.filtered_contract`), and A is applied per atom; no [slots x features] filter tensor exists.
 The vector message sum_j W_ij phi_j u_ij uses the image-resolved pair vectors d_ij directly (periodic
 images are separate slots), so molecules and periodic cells go through the same network.
 """
@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .pairs import contract, take
+from .pairs import filtered_contract
 
 # Epsilon inside square roots of possibly-zero squared norms.  Must stay >= 1e-6: graph optimisers fold
 # smaller constants to zero, after which zero-length inputs produce NaN gradients.
@@ -60,32 +60,29 @@ class Message(nn.Module):
     def __init__(self, hidden: int, num_rbf: int) -> None:
         super().__init__()
         self.hidden = hidden
-        self.recompute = False  # inference: scatter-free contractions that recompute gathers (pairs.contract)
+        self.recompute = False  # inference: scatter-free contractions that recompute gathers (pairs)
         self.block_bytes = 0  # eager inference: contract atoms in blocks of about this many gathered bytes
         self.half_slots = False  # set by the mixed-precision model: per-slot contractions in float16
         self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 3 * hidden))
         self.filter = nn.Linear(num_rbf, 3 * hidden, bias=False)
 
     @torch.jit.unused
-    def _contract_recompute(self, basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor,
-                            reverse: torch.Tensor) -> torch.Tensor:
-        block = int(self.block_bytes // max(neighbours.shape[1] * x.shape[1] * x.element_size(), 1))
-        return contract(basis, x, neighbours, reverse, recompute=True, block=max(block, 1) if self.block_bytes else 0)
+    def _contract_recompute(self, basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                            neighbours: torch.Tensor, reverse: torch.Tensor, groups: int) -> torch.Tensor:
+        width = neighbours.shape[1] * x.shape[1] * x.element_size()
+        block = max(int(self.block_bytes // max(width, 1)), 1) if self.block_bytes else 0
+        return filtered_contract(basis, x, weight, neighbours, reverse, groups, recompute=True, block=block)
 
-    def contract(self, basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor
-                 ) -> torch.Tensor:
-        """sum_m basis[i, m, k] x[neighbours[i, m], c] -> [A, K, C] (see pairs.contract).
-
-        With `half_slots` the features are rounded to float16 before the gather and the contraction runs in
-        float16; the sum comes back float32."""
-        dtype = x.dtype
+    def contract(self, basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, neighbours: torch.Tensor,
+                 reverse: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """sum_k weight[k, c] sum_m basis[i, m, k * G + g] x[neighbours[i, m], c] -> [A, G, C]
+        (see pairs.filtered_contract).  With `half_slots` the basis and the features are rounded to float16
+        and summed over slots in float16; the filter is applied in float32."""
         if self.half_slots:
             basis, x = basis.half(), x.half()
         if self.recompute:
-            out = self._contract_recompute(basis, x, neighbours, reverse)
-        else:
-            out = torch.bmm(basis.transpose(1, 2), take(x, neighbours))
-        return out.to(dtype)
+            return self._contract_recompute(basis, x, weight, neighbours, reverse, groups)
+        return filtered_contract(basis, x, weight, neighbours, reverse, groups)
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, basis: torch.Tensor, directions: torch.Tensor,
                 neighbours: torch.Tensor, reverse: torch.Tensor, vectors_zero: bool = False
@@ -94,23 +91,17 @@ class Message(nn.Module):
         |d|, index k * 3 + c).  `vectors_zero`: v is all zeros (the first interaction), so the vector-to-vector
         message is skipped (the result is unchanged)."""
         f = self.hidden
-        a, k = s.shape[0], basis.shape[2]
+        a = s.shape[0]
         weight = self.filter.weight  # [3F, K]: scalar, vector-vector, vector-scalar filters
-        w_s = weight[:f].t().reshape(1, k, f)
-        w_vv = weight[f : 2 * f].t().reshape(1, k, 1, f)
-        w_vs = weight[2 * f :].t().reshape(1, k, 1, f)
+        w_s, w_vv, w_vs = weight[:f].t(), weight[f : 2 * f].t(), weight[2 * f :].t()
         p_s, p_vv, p_vs = torch.split(self.phi(s), f, dim=-1)
-        dv = (self.contract(directions, p_vs, neighbours, reverse).reshape(a, k, 3, f) * w_vs).sum(1)
-        if vectors_zero:
-            ds = (self.contract(basis, p_s, neighbours, reverse) * w_s).sum(1)
-        else:
-            # The scalar and the three vector-vector messages share the radial basis, but are contracted one
-            # by one: a [slots x F] transient each instead of one [slots x 4F] (the memory peak).
-            ds = (self.contract(basis, p_s, neighbours, reverse) * w_s).sum(1)
-            y = p_vv.unsqueeze(1) * v  # [A, 3, F]
-            w_vv2 = w_vv.reshape(1, k, f)
-            dvv = [(self.contract(basis, y[:, c], neighbours, reverse) * w_vv2).sum(1) for c in range(3)]
-            dv = dv + torch.stack(dvv, dim=1)
+        dv = self.contract(directions, p_vs, w_vs, neighbours, reverse, 3)  # [A, 3, F]
+        ds = self.contract(basis, p_s, w_s, neighbours, reverse).reshape(a, f)
+        if not vectors_zero:
+            # The three vector-vector messages share the radial basis and the filter: one contraction over
+            # the xyz components of p_vv v laid side by side ([A, 3F]), the filter repeated for each.
+            y = (p_vv.unsqueeze(1) * v).reshape(a, 3 * f)
+            dv = dv + self.contract(basis, y, w_vv.repeat(1, 3), neighbours, reverse).reshape(a, 3, f)
         return s + ds, v + dv
 
 

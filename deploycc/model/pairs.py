@@ -7,10 +7,10 @@ slots point at themselves).  The list is full and symmetric, so the adjoint of g
 features into i's slots is a gather along `reverse` followed by a sum over slots: no scatter-add, which
 TensorRT lacks and which ONNX Runtime computed wrongly with several threads.
 
-`contract(basis, x, ...)` = sum_m basis[i, m, k] x[neighbours[i, m], c] -> [A, K, C] is the only place
-where per-atom features meet per-slot geometry.  With `recompute` its backward gathers x again instead of
-keeping the gathered [A, M, C] tensor alive between the forward and the backward pass: inference memory
-then holds per-slot geometry only.  The recomputation gathers from x with a zero row appended, another
+`filtered_contract(basis, x, weight, ...)` = sum_k weight[k, c] sum_m basis[i, m, k] x[neighbours[i, m], c]
+is the only place where per-atom features meet per-slot geometry.  With `recompute` its backward gathers x
+again instead of keeping the gathered [A, M, C] tensor alive between the forward and the backward pass:
+inference memory then holds per-slot geometry only.  The recomputation gathers from x with a zero row appended, another
 graph node than the forward gather, so graph optimisers do not merge the two (CSE) and undo the saving.
 """
 
@@ -44,56 +44,87 @@ class _Gather(torch.autograd.Function):
         return reverse_sum(grad, reverse), None, None
 
 
-class _Contract(torch.autograd.Function):
-    """sum_m basis[i, m, k] x[neighbours[i, m], c]; keeps basis and x, recomputes the gathered x.
+def _filtered(basis: torch.Tensor, xj: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """sum_k weight[k, c] sum_m basis[i, m, k * G + g] xj[i, m, c] -> [B, G, C] (xj already gathered).
+    The slot sums run in the basis' dtype (float16 for the mixed model), the filter in the weight's."""
+    b, c = xj.shape[0], xj.shape[2]
+    k = weight.shape[0]
+    per_basis = torch.bmm(basis.transpose(1, 2), xj).to(weight.dtype).reshape(b, k, groups, c)
+    return (per_basis * weight.reshape(1, k, 1, c)).sum(1)
+
+
+class _FilteredContract(torch.autograd.Function):
+    """The filtered neighbour contraction; keeps basis, x and the weights, recomputes the gathered x.
 
     With `block` > 0 (eager runs, never in a traced graph) the atoms are processed `block` at a time: each
-    gathered block stays in cache and below the allocator's mmap threshold (no page faults), and the
-    backward accumulates the feature gradient with index_add (a scatter, which only exported graphs avoid)."""
+    block's gathered features and per-basis sums stay in cache and below the allocator's mmap threshold (no
+    page faults), and the backward accumulates the feature gradient with index_add (a scatter, which only
+    exported graphs avoid).  (Narrowing each block to its widest real row was measured slower: the slices
+    are copies.)"""
 
     @staticmethod
-    def forward(ctx, basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor,
-                block: int = 0) -> torch.Tensor:
-        ctx.save_for_backward(basis, x, neighbours, reverse)
-        ctx.block = block
+    def forward(ctx, basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, neighbours: torch.Tensor,
+                reverse: torch.Tensor, groups: int, block: int) -> torch.Tensor:
+        ctx.save_for_backward(basis, x, weight, neighbours, reverse)
+        ctx.groups, ctx.block = groups, block
         a = neighbours.shape[0]
         if block <= 0 or block >= a:
-            return torch.bmm(basis.transpose(1, 2), take(x, neighbours))
-        out = torch.empty(a, basis.shape[2], x.shape[1], dtype=x.dtype, device=x.device)
+            return _filtered(basis, take(x, neighbours), weight, groups)
+        out = torch.empty(a, groups, x.shape[1], dtype=weight.dtype, device=x.device)
         for start in range(0, a, block):
-            part = slice(start, start + block)
-            torch.bmm(basis[part].transpose(1, 2), take(x, neighbours[part]), out=out[part])
+            rows = slice(start, start + block)
+            out[rows] = _filtered(basis[rows], take(x, neighbours[rows]), weight, groups)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        basis, x, neighbours, reverse = ctx.saved_tensors
-        a, m = neighbours.shape
-        if 0 < ctx.block < a:
-            return (*_blocked_backward(basis, x, neighbours, grad, ctx.block, ctx.needs_input_grad), None, None, None)
-        grad_basis = None
-        if ctx.needs_input_grad[0]:
+        basis, x, weight, neighbours, reverse = ctx.saved_tensors
+        a, block = neighbours.shape[0], ctx.block
+        needs = ctx.needs_input_grad[:3]
+        if 0 < block < a:
+            grads = _blocked_backward(basis, x, weight, neighbours, grad, ctx.groups, block, needs)
+        else:
             # Gathered from x with a zero row appended: the same values as the forward gather, but another
             # node, so that graph optimisers (CSE) do not merge the two and keep the forward's result alive.
             padded = torch.cat([x, torch.zeros_like(x[:1])], dim=0)
-            grad_basis = torch.bmm(take(padded, neighbours), grad.transpose(1, 2))
-        grad_x = reverse_sum(torch.bmm(basis, grad), reverse) if ctx.needs_input_grad[1] else None
-        return grad_basis, grad_x, None, None, None
+            grads = _backward_part(basis, padded, weight, neighbours, grad, ctx.groups, needs)
+            if grads[1] is not None:
+                grads = (grads[0], reverse_sum(grads[1], reverse), grads[2])
+        return (*grads, None, None, None, None)
 
 
-def _blocked_backward(basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, grad: torch.Tensor,
-                      block: int, needs: tuple[bool, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The contraction's gradients, `block` atoms at a time."""
+def _backward_part(basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, neighbours: torch.Tensor,
+                   grad: torch.Tensor, groups: int, needs) -> tuple:
+    """(grad basis [B, M, K*G], per-slot grad of the gathered x [B, M, C], grad weight [K, C]) of one block."""
+    b, m, c = neighbours.shape[0], neighbours.shape[1], x.shape[1]
+    k = weight.shape[0]
+    xj = take(x, neighbours)
+    grad_t = (weight.reshape(1, k, 1, c) * grad.unsqueeze(1)).reshape(b, k * groups, c).to(basis.dtype)
+    grad_basis = torch.bmm(xj, grad_t.transpose(1, 2)) if needs[0] else None
+    grad_xj = torch.bmm(basis, grad_t) if needs[1] else None
+    grad_weight = None
+    if needs[2]:
+        per_basis = torch.bmm(basis.transpose(1, 2), xj).to(weight.dtype).reshape(b, k, groups, c)
+        grad_weight = (per_basis * grad.unsqueeze(1)).sum((0, 2))
+    return grad_basis, grad_xj, grad_weight
+
+
+def _blocked_backward(basis, x, weight, neighbours, grad, groups: int, block: int, needs) -> tuple:
+    """The filtered contraction's gradients, `block` atoms at a time (see _FilteredContract)."""
     grad_basis = torch.empty_like(basis) if needs[0] else None
     grad_x = torch.zeros_like(x) if needs[1] else None
+    grad_weight = torch.zeros_like(weight) if needs[2] else None
     for start in range(0, neighbours.shape[0], block):
-        part = slice(start, start + block)
+        rows = slice(start, start + block)
+        part = neighbours[rows]
+        g_basis, g_xj, g_weight = _backward_part(basis[rows], x, weight, part, grad[rows], groups, needs)
         if grad_basis is not None:
-            torch.bmm(take(x, neighbours[part]), grad[part].transpose(1, 2), out=grad_basis[part])
+            grad_basis[rows] = g_basis
         if grad_x is not None:
-            per_slot = torch.bmm(basis[part], grad[part])
-            grad_x.index_add_(0, neighbours[part].reshape(-1), per_slot.reshape(-1, x.shape[1]))
-    return grad_basis, grad_x
+            grad_x.index_add_(0, part.reshape(-1), g_xj.reshape(-1, x.shape[1]).to(x.dtype))
+        if grad_weight is not None:
+            grad_weight += g_weight
+    return grad_basis, grad_x, grad_weight
 
 
 def gather(x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor, scatter_free: bool) -> torch.Tensor:
@@ -103,13 +134,15 @@ def gather(x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor, sca
     return take(x, neighbours)
 
 
-def contract(basis: torch.Tensor, x: torch.Tensor, neighbours: torch.Tensor, reverse: torch.Tensor,
-             recompute: bool, block: int = 0) -> torch.Tensor:
-    """[A, M, K] slot weights times neighbour features [A, C] summed over slots -> [A, K, C].
+def filtered_contract(basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, neighbours: torch.Tensor,
+                      reverse: torch.Tensor, groups: int = 1, recompute: bool = False, block: int = 0) -> torch.Tensor:
+    """sum_k weight[k, c] sum_m basis[i, m, k * G + g] x[neighbours[i, m], c] -> [A, G, C]: a neighbour sum
+    of the filter W_ij = weight . basis_ij times neighbour features, without forming W per slot.
 
+    basis [A, M, K * G] (G = 3 for the directions basis, index k * 3 + xyz), x [A, C], weight [K, C].
     `recompute` (inference): scatter-free backward that recomputes the gathered features (in blocks of
     `block` atoms when > 0: eager only).  Otherwise plain autograd, which keeps the gathered features and
     differentiates twice (the force loss in training)."""
     if recompute:
-        return _Contract.apply(basis, x, neighbours, reverse, block)
-    return torch.bmm(basis.transpose(1, 2), take(x, neighbours))
+        return _FilteredContract.apply(basis, x, weight, neighbours, reverse, groups, block)
+    return _filtered(basis, take(x, neighbours), weight, groups)
