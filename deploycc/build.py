@@ -22,7 +22,7 @@ from .parity import ParityReport, check_parity
 from .paths import artifacts_root, default_calib_file
 from .runtime.neighbours import Structure, structures_of
 from .runtime.validate import Rules, validated
-from .targets.base import Runner, Target, get_target
+from .targets.base import Runner, Target, get_target, open_runner
 from .targets.eager import eager_runner
 from .targets.settings import TargetSettings
 from .versions import library_versions, source_fingerprint
@@ -138,7 +138,7 @@ def _build_into(staged: Path, target: Target, settings: TargetSettings, checkpoi
     exported = target.export(copy.deepcopy(checkpoint.model), settings, staged)
     shutil.copyfile(checkpoint.path, staged / REFERENCE)
     stage("reload")
-    runner = target.runner(exported.path, settings)
+    runner = open_runner(target, exported.path, settings)
     stage("parity")
     report = run_parity(checkpoint, runner, settings, structures)
     parity = {**report.to_dict(), "data": str(calib_path), "reference": "eager fp32 on cpu"}

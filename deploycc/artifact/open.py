@@ -8,7 +8,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, file_sha256, load_checkpoint
 from ..errors import ArtifactError, DeployccError, MissingDependencyError
-from ..targets.base import Runner, Target, get_target
+from ..targets.base import Runner, Target, get_target, open_runner
 from ..targets.settings import TargetSettings
 from .layout import MANIFEST, PARITY, REFERENCE, artifact_folder, recover_if_interrupted
 from .manifest import Manifest, read_manifest
@@ -76,7 +76,7 @@ def open_artifact(path: Path | str, device: str | None = None, extra: dict[str, 
     if reason is not None:
         raise MissingDependencyError(f"artifact {folder} needs target '{target.name}', unavailable here: {reason}")
     try:
-        runner = target.runner(file, settings)
+        runner = open_runner(target, file, settings)
     except DeployccError:
         raise
     except Exception as exc:  # a file that passed its hash but that the backend cannot load

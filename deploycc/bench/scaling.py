@@ -1,9 +1,10 @@
 """`deploycc scale`: cost per atom from a few hundred to 10^5 atoms, per target, with a peer in the same run.
 
 The driver builds (or reuses) each target's artifact, writes every system once (deploycc/bench/systems.py) to
-a temporary extended-XYZ file, and measures each target in its own process (`python -m
-deploycc.bench.scaling`): per structure the neighbour-list time, then one warm-up call and `repeats` timed
-calls of `Runner.infer` (energies, forces, virials), and the process's peak RSS (reset per structure).  A
+a temporary extended-XYZ file, and measures each (target, structure) in a process of its own (`python -m
+deploycc.bench.scaling`), so that no allocator or memory arena carries over between sizes: the
+neighbour-list time, then one warm-up call and `repeats` timed calls of `Runner.infer` (energies, forces,
+virials), and the peak RSS of the process above what it held before the first call.  A
 structure whose memory estimate exceeds the budget is skipped with its estimate, not run.  With `peer`
 ("ani1x"), deploycc/bench/peers.py measures the same files under `peer_python`.
 """
@@ -184,12 +185,14 @@ def _write_systems(specs: Sequence[str], folder: Path, make, on_event: Event) ->
 
 
 def _measure_target(folder: Path, files, config: ScalingConfig, result: Path, on_event: Event) -> list[ScalingRecord]:
-    command = [sys.executable, "-m", "deploycc.bench.scaling", "--artifact", str(folder), "--result", str(result),
-               "--threads", str(config.threads), "--device", config.device, "--repeats", str(config.repeats),
-               "--budget", str(config.budget), "--structures", *[str(p) for _s, p in files],
-               "--labels", *[s for s, _p in files]]
-    _run(command, config.threads, on_event, folder.name)
-    return [ScalingRecord(**row) for row in json.loads(result.read_text())]
+    records = []
+    for spec, path in files:
+        command = [sys.executable, "-m", "deploycc.bench.scaling", "--artifact", str(folder), "--result",
+                   str(result), "--threads", str(config.threads), "--device", config.device, "--repeats",
+                   str(config.repeats), "--budget", str(config.budget), "--structures", str(path), "--labels", spec]
+        _run(command, config.threads, on_event, folder.name)
+        records += [ScalingRecord(**row) for row in json.loads(result.read_text())]
+    return records
 
 
 def _measure_peer(files, config: ScalingConfig, result: Path, on_event: Event) -> list[ScalingRecord]:

@@ -99,6 +99,28 @@ class NeighbourBatch:
         """[A, M] True on padding slots (each atom's real slots come first)."""
         return np.arange(self.slots)[None, :] >= self.degree[:, None]
 
+    def select(self, first: int, last: int) -> "NeighbourBatch":
+        """Structures first..last-1 as a batch of their own, slot width trimmed to their widest atom."""
+        a0, a1 = int(self.offsets[first]), int(self.offsets[last])
+        m = self.slots
+        width = max(int(self.degree[a0:a1].max(initial=0)), 1)
+        local = self.reverse[a0:a1, :width] - a0 * m
+        return NeighbourBatch(
+            numbers=self.numbers[a0:a1], positions=self.positions[a0:a1],
+            neighbours=self.neighbours[a0:a1, :width] - a0, reverse=(local // m) * width + local % m,
+            shifts=None if self.shifts is None else self.shifts[a0:a1, :width],
+            offsets=self.offsets[first : last + 1] - a0, cells=self.cells[first:last], pbc=self.pbc[first:last],
+            degree=self.degree[a0:a1])
+
+    def split(self, max_atoms: int) -> list["NeighbourBatch"]:
+        """Consecutive groups of whole structures of at most `max_atoms` atoms each (a larger structure alone)."""
+        groups, first = [], 0
+        for k in range(1, self.structures + 1):
+            if k == self.structures or self.offsets[k + 1] - self.offsets[first] > max_atoms:
+                groups.append(self.select(first, k))
+                first = k
+        return groups
+
     def per_structure(self, per_atom: np.ndarray) -> np.ndarray:
         """Sums of a per-atom array over each structure's atoms, in float64: [S, ...]."""
         values = np.asarray(per_atom, dtype=np.float64)

@@ -100,7 +100,8 @@ class OnnxTarget(Target):
     artifact_file = "model.onnx"
     description = "simplified ONNX (energies, forces and virials in one graph) on ONNX Runtime"
     devices = ("cpu", "cuda")
-    defaults = TargetSettings(target="onnx", memory=MemoryModel(per_slot=1.5e3))
+    # chunk_atoms: batches of molecules run in calls of ~8 molecules (measured fastest on 2 CPU threads).
+    defaults = TargetSettings(target="onnx", memory=MemoryModel(per_slot=1.5e3), extra={"chunk_atoms": 256})
 
     def availability(self, settings: TargetSettings) -> str | None:
         return onnx_availability(settings) or super().availability(settings)

@@ -270,3 +270,40 @@ def test_cache_rebuilds_on_numbers_cell_pbc_and_always_without_a_skin():
     for _ in range(3):
         no_skin.get(Structure.from_atoms(atoms))
     assert no_skin.builds == 3
+
+
+def _mixed_structures() -> list[Structure]:
+    rng = np.random.default_rng(8)
+    items = [Structure.of(*random_molecule(rng, n)) for n in (3, 11, 7, 20, 5)]
+    return items + [Structure.from_atoms(a) for a in periodic_structures(1)[:3]]
+
+
+def test_split_batches_hold_whole_structures_within_the_limit():
+    batch = neighbour_batch(_mixed_structures(), CUTOFF)
+    parts = batch.split(24)
+    assert sum(p.structures for p in parts) == batch.structures
+    assert all(p.atoms <= 24 or p.structures == 1 for p in parts)
+    assert len(parts) > 2
+    np.testing.assert_array_equal(np.concatenate([p.numbers for p in parts]), batch.numbers)
+
+
+def test_a_split_batch_gives_the_results_of_the_whole():
+    """Each part (indices re-based, slots trimmed to its widest atom) computes what the whole batch does,
+    and a chunked runner equals an unchunked one."""
+    from deploycc.targets.eager import eager_runner
+
+    batch = neighbour_batch(_mixed_structures(), CUTOFF)
+    runner = eager_runner(make_model(seed=2).double(), "cpu")
+    whole = runner.infer(batch)
+    parts = batch.split(24)
+    assert any(p.slots < batch.slots for p in parts)  # trimming is exercised
+    energies = np.concatenate([runner.infer(p).energies for p in parts])
+    forces = np.concatenate([runner.infer(p).forces for p in parts])
+    # the runner casts pair vectors to float32: parts agree with the whole to float32 rounding
+    np.testing.assert_allclose(energies, whole.energies, rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(forces, whole.forces, rtol=0, atol=1e-6)
+    runner.chunk_atoms = 24
+    chunked = runner.infer(batch)
+    np.testing.assert_allclose(chunked.energies, whole.energies, rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(chunked.virials, whole.virials, rtol=0, atol=1e-6)
+    assert np.abs(whole.forces).max() > 1e-2
