@@ -4,7 +4,7 @@ The driver builds (or reuses) each target's artifact, writes every system once (
 a temporary extended-XYZ file, and measures each (target, structure) in a process of its own (`python -m
 deploycc.bench.scaling`), so that no allocator or memory arena carries over between sizes: the
 neighbour-list time, then one warm-up call and `repeats` timed calls of `Runner.infer` (energies, forces,
-virials), and the peak RSS of the process above what it held before the first call.  A
+virials), and the peak RSS of the process (absolute: interpreter, libraries and model included).  A
 structure whose memory estimate exceeds the budget is skipped with its estimate, not run.  With `peer`
 ("ani1x"), deploycc/bench/peers.py measures the same files under `peer_python`.
 """

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from .pairs import filtered_contract
+from .pairs import filtered_contract, filtered_sum, take
 
 # Epsilon inside square roots of possibly-zero squared norms.  Must stay >= 1e-6: graph optimisers fold
 # smaller constants to zero, after which zero-length inputs produce NaN gradients.
@@ -82,7 +82,7 @@ class Message(nn.Module):
             basis, x = basis.half(), x.half()
         if self.recompute:
             return self._contract_recompute(basis, x, weight, neighbours, reverse, groups)
-        return filtered_contract(basis, x, weight, neighbours, reverse, groups)
+        return filtered_sum(basis, take(x, neighbours), weight, groups)
 
     def forward(self, s: torch.Tensor, v: torch.Tensor, basis: torch.Tensor, directions: torch.Tensor,
                 neighbours: torch.Tensor, reverse: torch.Tensor, vectors_zero: bool = False

@@ -44,7 +44,7 @@ class _Gather(torch.autograd.Function):
         return reverse_sum(grad, reverse), None, None
 
 
-def _filtered(basis: torch.Tensor, xj: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+def filtered_sum(basis: torch.Tensor, xj: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
     """sum_k weight[k, c] sum_m basis[i, m, k * G + g] xj[i, m, c] -> [B, G, C] (xj already gathered).
     The slot sums run in the basis' dtype (float16 for the mixed model), the filter in the weight's."""
     b, c = xj.shape[0], xj.shape[2]
@@ -69,11 +69,11 @@ class _FilteredContract(torch.autograd.Function):
         ctx.groups, ctx.block = groups, block
         a = neighbours.shape[0]
         if block <= 0 or block >= a:
-            return _filtered(basis, take(x, neighbours), weight, groups)
+            return filtered_sum(basis, take(x, neighbours), weight, groups)
         out = torch.empty(a, groups, x.shape[1], dtype=weight.dtype, device=x.device)
         for start in range(0, a, block):
             rows = slice(start, start + block)
-            out[rows] = _filtered(basis[rows], take(x, neighbours[rows]), weight, groups)
+            out[rows] = filtered_sum(basis[rows], take(x, neighbours[rows]), weight, groups)
         return out
 
     @staticmethod
@@ -145,4 +145,4 @@ def filtered_contract(basis: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     differentiates twice (the force loss in training)."""
     if recompute:
         return _FilteredContract.apply(basis, x, weight, neighbours, reverse, groups, block)
-    return _filtered(basis, take(x, neighbours), weight, groups)
+    return filtered_sum(basis, take(x, neighbours), weight, groups)
