@@ -33,6 +33,8 @@ def session(variant: str, threads: int) -> ort.InferenceSession:
             options.enable_cpu_mem_arena = False
         elif flag == "basic":
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        elif flag == "nopattern":
+            options.enable_mem_pattern = False
         elif flag == "same":
             options.add_session_config_entry("session.arena_extend_strategy", "kSameAsRequested")
         else:

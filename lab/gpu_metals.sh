@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU run for periodic metals (issue 5), in a single call on a machine with an NVIDIA GPU:
 #   1. distil metals-tiny on CUDA from the EMT metals dataset for $TRAIN_MINUTES (skipped when 0),
-#   2. build it for the CUDA targets that take periodic inputs, each with parity against eager on calib/metals.h5,
+#   2. build it for CUDA targets, each with parity against eager on the shipped metals calibration set,
 #   3. sweep batch sizes 1..64 on ~108-atom periodic cells and write the table to $OUT.
 # Usage: OUT=/tmp/out [ART=/tmp/art] [TRAIN_MINUTES=5 DATA=work/metals.h5] bash lab/gpu_metals.sh
 # Make the dataset first (CPU, ~5 min): deploycc data metals --out work/metals.h5

@@ -116,3 +116,23 @@ def energy_forces(model: StudentModel, item, dtype: torch.dtype = torch.float64)
     """Total energy and forces [n, 3] of one structure."""
     result = evaluate(model, [item], dtype)
     return float(result.energies[0]), result.forces_of(0)
+
+
+def drifting_target(name: str):
+    """Register (and return) a target that exports a real eager artifact of a *different* model (its scale
+    times 1.01): parity must catch it."""
+    from dataclasses import replace
+
+    from deploycc.targets.base import Exported, register
+    from deploycc.targets.eager import EagerTarget
+
+    class DriftingTarget(EagerTarget):
+        defaults = replace(EagerTarget.defaults, target=name)
+
+        def export(self, model, settings, out_dir) -> Exported:
+            with torch.no_grad():
+                model.scale.mul_(1.01)
+            return super().export(model, settings, out_dir)
+
+    DriftingTarget.name = name
+    return register(DriftingTarget)

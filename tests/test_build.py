@@ -26,21 +26,10 @@ from deploycc.paths import default_calib_file
 from deploycc.runtime.neighbours import Structure, neighbour_batch
 from deploycc.targets.base import Exported, get_target, register
 from deploycc.targets.eager import EagerTarget
+from deploycc.targets.settings import MemoryModel
 from deploycc.versions import source_fingerprint
 
-from helpers import make_model, random_molecule
-
-
-class _DriftingTarget(EagerTarget):
-    """A real eager export of a *different* model: parity must catch it."""
-
-    name = "drifting-test"
-    defaults = replace(EagerTarget.defaults, target="drifting-test")
-
-    def export(self, model, settings, out_dir) -> Exported:
-        with torch.no_grad():
-            model.scale.mul_(1.01)
-        return super().export(model, settings, out_dir)
+from helpers import drifting_target, make_model, random_molecule
 
 
 class _CrashingTarget(EagerTarget):
@@ -75,7 +64,8 @@ class _NanTarget(EagerTarget):
         return eager_runner(model, "cpu")
 
 
-for _target in (_DriftingTarget, _CrashingTarget, _NanTarget):
+drifting_target("drifting-test")
+for _target in (_CrashingTarget, _NanTarget):
     register(_target)
 
 
@@ -355,7 +345,7 @@ def test_artifacts_go_under_deploycc_artifacts_by_default(tiny_checkpoint, calib
 
 def test_settings_come_from_the_target_and_its_override_file(tiny_checkpoint, calib_file, tmp_path, monkeypatch):
     defaults = get_target("eager").settings()
-    assert defaults == EagerTarget.defaults and defaults.memory.per_slot == 1.2e3
+    assert defaults == EagerTarget.defaults and defaults.memory != MemoryModel()  # its own measured model
     assert get_target("eager").settings("cuda").device == "cuda"
     first = build(str(tiny_checkpoint), "eager", tmp_path, calib=calib_file)
     home = tmp_path / "home"

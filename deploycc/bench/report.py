@@ -88,12 +88,12 @@ def scaling_markdown(result) -> str:
     out.append("|---|---:|---:|" + "---:|" * (2 * len(targets)))
     for name in systems:
         rows = [cell.get((t, name)) for t in targets]
-        first = next(r for r in rows if r is not None)
+        atoms = max(r.atoms for r in rows if r is not None)
         pairs = next((r.pairs_per_atom for r in rows if r is not None and r.pairs_per_atom), 0.0)
         speed = [("skipped" if r.skipped else f"{r.us_per_atom:.1f} ({format_ms(r.median_ms)})") if r else "-"
                  for r in rows]
         memory = [f"{r.peak_mb:,.0f}" if r and not r.skipped else "-" for r in rows]
-        out.append(f"| {name} | {first.atoms:,} | {pairs:.1f} | " + " | ".join(speed) + " | " + " | ".join(memory) + " |")
+        out.append(f"| {name} | {atoms:,} | {pairs:.1f} | " + " | ".join(speed) + " | " + " | ".join(memory) + " |")
     skipped = [f"{r.target} {r.system}: {r.skipped}" for r in result.records if r.skipped]
     if skipped:
         out += ["", "## Skipped", ""] + [f"- {s}" for s in skipped]

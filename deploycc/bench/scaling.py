@@ -143,10 +143,12 @@ def _run(command: list[str], threads: int, on_event: Event, what: str) -> None:
             if line.startswith("{"):
                 row = json.loads(line)
                 on_event(f"{what}: {row.get('system', row.get('structure'))} ({row['atoms']} atoms)")
-        if process.wait() != 0:
+        code = process.wait()
+        if code != 0:
             log.seek(0)
             tail = " | ".join(log.read().strip().splitlines()[-3:])
-            raise DeployccError(f"{what} failed: {tail}")
+            killed = " (killed by a signal: out of memory?)" if code < 0 else ""
+            raise DeployccError(f"{what} exited with {code}{killed}: {tail}")
 
 
 def run_scaling(config: ScalingConfig, on_event: Event = lambda message: None) -> ScalingResult:
@@ -185,13 +187,18 @@ def _write_systems(specs: Sequence[str], folder: Path, make, on_event: Event) ->
 
 
 def _measure_target(folder: Path, files, config: ScalingConfig, result: Path, on_event: Event) -> list[ScalingRecord]:
+    """One process per structure; a process that dies (e.g. killed for memory) is recorded as skipped."""
     records = []
     for spec, path in files:
         command = [sys.executable, "-m", "deploycc.bench.scaling", "--artifact", str(folder), "--result",
                    str(result), "--threads", str(config.threads), "--device", config.device, "--repeats",
                    str(config.repeats), "--budget", str(config.budget), "--structures", str(path), "--labels", spec]
-        _run(command, config.threads, on_event, folder.name)
-        records += [ScalingRecord(**row) for row in json.loads(result.read_text())]
+        result.unlink(missing_ok=True)
+        try:
+            _run(command, config.threads, on_event, folder.name)
+            records += [ScalingRecord(**row) for row in json.loads(result.read_text())]
+        except DeployccError as exc:
+            records.append(ScalingRecord(folder.name, spec, 0, False, skipped=f"failed: {exc}"))
     return records
 
 

@@ -59,6 +59,7 @@ def md_cmd(
     friction: float = typer.Option(0.01, help="Langevin friction (1/fs)"),
     seed: int = typer.Option(0, help="seed of the initial velocities and the thermostat"),
     log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames"),
+    skin: float = typer.Option(0.0, help="Verlet skin of the neighbour list (Å): rebuilt after skin/2 of motion"),
     compare: Optional[str] = typer.Option(None, help="'eager' (the artifact's checkpoint) or another model: "
                                                      "rerun NVE from the same start, report divergence"),
     out: Optional[Path] = typer.Option(None, help="output folder (default artifacts/md/<structure>-<model>)"),
@@ -79,7 +80,7 @@ def md_cmd(
     settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
                           nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
                           equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,
-                          relax_steps=relax_steps, relax_cell=relax_cell, log_interval=log_interval)
+                          relax_steps=relax_steps, relax_cell=relax_cell, log_interval=log_interval, skin=skin)
     settings.check()
     predictor = load(artifact)
     other = None if compare is None else eager_reference(artifact) if compare == "eager" else load(compare)

@@ -28,6 +28,7 @@ class MdSettings:
     friction: float = 0.01  # Langevin friction, 1/fs
     seed: int = 0
     log_interval: int = 10  # steps between samples and trajectory frames
+    skin: float = 0.0  # Verlet skin of the neighbour list (Å; 0 rebuilds it every step)
     max_temperature_factor: float = 10.0  # stop NVE early as unstable above this multiple of the target
 
     def check(self) -> None:
@@ -38,6 +39,8 @@ class MdSettings:
         for name in ("nve_steps", "log_interval"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.skin >= 0:
+            raise UserInputError(f"skin must be >= 0 Å, got {self.skin}")
         if self.equilibrate_steps < 0 or self.relax_steps < 0:
             raise UserInputError("equilibration and relaxation steps cannot be negative")
 

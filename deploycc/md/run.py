@@ -71,10 +71,10 @@ def _predictor(source: Predictor | str | os.PathLike) -> Predictor:
     return source if isinstance(source, Predictor) else load(source)
 
 
-def _calculator(predictor: Predictor):
+def _calculator(predictor: Predictor, skin: float = 0.0):
     from ..runtime.ase import DeployccCalculator
 
-    return DeployccCalculator(predictor)
+    return DeployccCalculator(predictor, skin=skin)
 
 
 def relax(atoms, settings: MdSettings) -> dict[str, Any]:
@@ -207,7 +207,7 @@ def run_md(predictor_or_source: Predictor | str | os.PathLike, atoms, settings: 
         compare = eager_reference(predictor_or_source)
     other = None if compare is None else _predictor(compare)
     atoms = atoms.copy()
-    atoms.calc = _calculator(predictor)
+    atoms.calc = _calculator(predictor, settings.skin)
     relaxed = relax(atoms, settings)
     equilibrate(atoms, settings, on_progress)
     start, dof, n = atoms.copy(), degrees_of_freedom(atoms), len(atoms)
@@ -217,7 +217,7 @@ def run_md(predictor_or_source: Predictor | str | os.PathLike, atoms, settings: 
     run = nve(atoms, predictor.label, settings, dof, out / "nve.traj" if out else None, on_progress)
     result = MdResult(atoms.get_chemical_formula(), n, dof, settings, relaxed, run, stats_of(run, n, dof))
     if other is not None:
-        start.calc = _calculator(other)
+        start.calc = _calculator(other, settings.skin)
         result.compare = nve(start, other.label, settings, dof, out / "compare.traj" if out else None, on_progress)
         result.compare_stats = stats_of(result.compare, n, dof)
         result.divergence = divergence(run, result.compare, n)

@@ -28,7 +28,7 @@ class AotiTarget(Target):
     # CUDA: the Triton build crashed without output in its one GPU attempt (H200, torch 2.11); CPU-only until
     # that is investigated.
     devices = ("cpu",)
-    defaults = TargetSettings(target="aoti", memory=MemoryModel(per_slot=1.5e3), extra={"chunk_atoms": 256})
+    defaults = TargetSettings(target="aoti", memory=MemoryModel(base=0.5e9, per_slot=3.0e3), extra={"chunk_atoms": 256})
 
     def availability(self, settings: TargetSettings) -> str | None:
         if not hasattr(torch._inductor, "aoti_compile_and_package"):

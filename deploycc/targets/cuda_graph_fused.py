@@ -23,9 +23,9 @@ from ..checkpoint import load_checkpoint
 from ..errors import UserInputError
 from ..model import StudentModel
 from .base import Runner, register
-from .cuda_graph import CUDA_PROFILES, CudaGraphRunner, CudaGraphTarget, Step
+from .cuda_graph import CUDA_MEMORY, CUDA_PROFILES, CudaGraphRunner, CudaGraphTarget, Step
 from .onnx_export import trace_energy_forces
-from .settings import MemoryModel, TargetSettings
+from .settings import TargetSettings
 
 OWN_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
@@ -52,7 +52,7 @@ class FusedCudaGraphTarget(CudaGraphTarget):
     name = "cuda-graph-fused"
     description = "Inductor-fused forward + backward graph, captured as CUDA graphs per shape bucket"
     defaults = TargetSettings(target="cuda-graph-fused", device="cuda", **CUDA_PROFILES,
-                              memory=MemoryModel(per_slot=1.5e3), extra={"atom_multiple": 32, "slot_multiple": 8})
+                              memory=CUDA_MEMORY, extra={"atom_multiple": 32, "slot_multiple": 8})
 
     def availability(self, settings: TargetSettings) -> str | None:
         missing = super().availability(settings)

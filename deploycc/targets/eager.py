@@ -27,7 +27,7 @@ class EagerTarget(Target):
     artifact_file = "model.pt"
     description = "PyTorch eager (the reference), autograd forces"
     devices = ("cpu", "cuda")
-    defaults = TargetSettings(target="eager", memory=MemoryModel(per_slot=1.2e3))
+    defaults = TargetSettings(target="eager", memory=MemoryModel(base=0.5e9, per_slot=1.3e3))
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file

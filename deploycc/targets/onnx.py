@@ -38,9 +38,11 @@ class OrtRunner(Runner):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Grow the arena by what is asked, not by powers of two: large systems otherwise reserve twice
-        # the memory they use.
+        # Grow the arena by what is asked, not by powers of two, and plan no memory pattern (one block for the
+        # whole graph): each otherwise roughly doubles the peak of large systems; neither costs time
+        # (measured with lab/ab_onnx.py).
         options.add_session_config_entry("session.arena_extend_strategy", "kSameAsRequested")
+        options.enable_mem_pattern = False
         if device.startswith("cuda"):
             index = torch.device(device).index or 0
             # TF32 would cost ~1e-3 relative error: keep fp32 artifacts fp32.
@@ -101,7 +103,7 @@ class OnnxTarget(Target):
     description = "simplified ONNX (energies, forces and virials in one graph) on ONNX Runtime"
     devices = ("cpu", "cuda")
     # chunk_atoms: batches of molecules run in calls of ~8 molecules (measured fastest on 2 CPU threads).
-    defaults = TargetSettings(target="onnx", memory=MemoryModel(per_slot=1.5e3), extra={"chunk_atoms": 256})
+    defaults = TargetSettings(target="onnx", memory=MemoryModel(base=0.5e9, per_slot=3.6e3), extra={"chunk_atoms": 256})
 
     def availability(self, settings: TargetSettings) -> str | None:
         return onnx_availability(settings) or super().availability(settings)

@@ -43,7 +43,7 @@ class OnnxFp16Target(OnnxTarget):
     artifact_file = "model.onnx"
     description = "ONNX with float16 neighbour contractions in a float32 model, on ONNX Runtime"
     defaults = TargetSettings(target="onnx-fp16", precision="fp16-mixed", tolerances=FP16_TOLERANCES,
-                              memory=MemoryModel(per_slot=1.5e3), extra={"chunk_atoms": 256})
+                              memory=MemoryModel(base=0.5e9, per_slot=5.0e3), extra={"chunk_atoms": 256})
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         path = out_dir / self.artifact_file

@@ -19,7 +19,7 @@ class TorchScriptTarget(Target):
     devices = ("cpu", "cuda")
     # The scripted graph differentiates with plain autograd (TorchScript runs no custom autograd functions),
     # so it keeps the gathered neighbour features for the backward pass: more memory per slot than eager.
-    defaults = TargetSettings(target="torchscript", memory=MemoryModel(per_slot=3.0e3), extra={"chunk_atoms": 512})
+    defaults = TargetSettings(target="torchscript", memory=MemoryModel(base=0.5e9, per_slot=4.5e3), extra={"chunk_atoms": 512})
 
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         # torch.jit.trace cannot record the backward pass; scripting keeps autograd.grad in the graph.

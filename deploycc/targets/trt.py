@@ -307,7 +307,7 @@ class TrtTarget(Target):
     devices = ("cuda",)
     defaults = TargetSettings(target="trt", device="cuda", precision="fp16-mixed", tolerances=FP16_TOLERANCES,
                               atoms=Profile(1, 1024, 65536), neighbours=Profile(1, 48, 128),
-                              memory=MemoryModel(per_slot=1.0e3), extra={"workspace_gib": 8})
+                              memory=MemoryModel(base=0.3e9, per_slot=1.6e3), extra={"workspace_gib": 8})  # not measured
 
     def availability(self, settings: TargetSettings) -> str | None:
         try:

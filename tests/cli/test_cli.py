@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
 
-from deploycc.targets.base import Exported, register
-from deploycc.targets.eager import EagerTarget
+from helpers import drifting_target
 
 
 def run_cli(*args, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -105,19 +103,7 @@ def test_build_then_verify_gate(tiny_checkpoint, calib_file, tmp_path):
     assert_one_line_error(refused, 65, "--json", "is a folder; give a file name")
 
 
-class _DriftingTarget(EagerTarget):
-    """A real eager export of a *different* model: parity fails."""
-
-    name = "drifting-cli-test"
-    defaults = replace(EagerTarget.defaults, target="drifting-cli-test")
-
-    def export(self, model, settings, out_dir) -> Exported:
-        with torch.no_grad():
-            model.scale.mul_(1.01)
-        return super().export(model, settings, out_dir)
-
-
-register(_DriftingTarget)
+drifting_target("drifting-cli-test")
 
 
 def test_a_parity_failure_prints_its_report_and_exits_1(tiny_checkpoint, calib_file, tmp_path, monkeypatch, capsys):

@@ -189,3 +189,22 @@ def test_cli_gate_exits_1_on_a_failed_check(ethanol, tmp_path):
     assert "✓ drift" in result.stdout and "✗ temperature" in result.stdout
     assert result.stderr.strip().startswith("error: ") and "temperature" in result.stderr
     assert (tmp_path / "out" / "md.json").is_file() and (tmp_path / "out" / "nve.traj").is_file()
+
+
+def test_a_verlet_skin_reuses_the_list_and_keeps_the_trajectory(ethanol, monkeypatch):
+    """NVE with a 0.5 Å skin rebuilds the neighbour list rarely, yet follows the same trajectory as a list
+    rebuilt every step (the extra slots beyond the cutoff add exactly zero)."""
+    import deploycc.runtime.neighbours as neighbours
+
+    builds = []
+    real = neighbours.half_list
+    monkeypatch.setattr(neighbours, "half_list", lambda *a, **k: builds.append(1) or real(*a, **k))
+    settings = dict(nve_steps=40, equilibrate_steps=20, relax_steps=5, log_interval=5, seed=3)
+    plain = run_md(load("tiny"), ethanol, MdSettings(**settings))
+    every_step, builds[:] = len(builds), []
+    skinned = run_md(load("tiny"), ethanol, MdSettings(**settings, skin=0.5))
+    assert every_step >= 60 and len(builds) < every_step / 4
+    np.testing.assert_allclose(skinned.run.potential, plain.run.potential, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(skinned.run.positions[-1], plain.run.positions[-1], rtol=0, atol=1e-4)
+    with pytest.raises(UserInputError, match="skin"):
+        MdSettings(**settings, skin=-0.1).check()

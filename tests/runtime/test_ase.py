@@ -243,8 +243,9 @@ def test_a_structure_above_the_memory_budget_is_refused(tiny_checkpoint):
     predictor = load(tiny_checkpoint, memory_budget=1e6)
     atoms = Atoms(*random_molecule(np.random.default_rng(7), 5))
     atoms.calc = DeployccCalculator(predictor)
-    with pytest.raises(UserInputError, match=r"^the structure \(\w+\) \(5 atoms, 4 neighbours per atom\) needs an "
-                                             r"estimated 0.064\d* GB, above the 0.001 GB memory budget"):
+    need = predictor.settings.memory.estimate(5, 4) / 1e9
+    with pytest.raises(UserInputError, match=rf"^the structure \(\w+\) \(5 atoms, 4 neighbours per atom\) needs an "
+                                             rf"estimated {need:.3g} GB, above the 0.001 GB memory budget"):
         atoms.get_potential_energy()
 
 
