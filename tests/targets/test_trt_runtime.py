@@ -35,7 +35,14 @@ def tiny_model(seed: int = 0) -> StudentModel:
 
 @pytest.fixture(scope="module")
 def trt():
-    return pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    tensorrt = pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    try:  # a broken install imports but cannot make a builder (no libnvinfer, no driver): skip with its reason
+        builder = tensorrt.Builder(tensorrt.Logger(tensorrt.Logger.ERROR))
+    except Exception as error:  # noqa: BLE001 - any failure here means TensorRT cannot run on this machine
+        pytest.skip(f"TensorRT is installed but cannot start: {error}")
+    if builder is None:
+        pytest.skip("TensorRT is installed but cannot start: trt.Builder returned None")
+    return tensorrt
 
 
 @pytest.fixture(scope="module")
