@@ -135,7 +135,7 @@ def _build_into(staged: Path, target: Target, settings: TargetSettings, checkpoi
                 structures: list[Structure], calib_path: Path, key: str, versions: dict[str, str], stage: Stage,
                 started: float) -> Manifest:
     stage("export")
-    exported = target.export(copy.deepcopy(checkpoint.model), settings, staged)
+    exported = target.export_checkpoint(checkpoint, settings, staged)
     shutil.copyfile(checkpoint.path, staged / REFERENCE)
     stage("reload")
     runner = open_runner(target, exported.path, settings)

@@ -177,6 +177,8 @@ def measure_runner(runner, target: str, workload: Workload, batch_sizes: Sequenc
                            f"artifact's atoms profile max {max_atoms}")
             continue
         for mode in modes or modes_for(device):
+            if mode == "device" and not runner.slot_layout:
+                continue  # its artifact takes systems: only the host path exists
             on_event(f"batch {b} ({mode})")
             try:
                 records.append(measure_batch(runner, target, pool, device, mode, settings))

@@ -12,12 +12,13 @@ float64, then cast; per-structure sums in float64); subclasses implement `infer_
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ..errors import UserInputError
 from ..model import StudentModel
 from ..runtime.neighbours import NeighbourBatch
 from .settings import TargetSettings, with_overrides
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 INPUT_NAMES = ("numbers", "vectors", "neighbours", "reverse")
 OUTPUT_NAMES = ("energies", "forces", "virials")
@@ -82,6 +86,7 @@ class Runner(ABC):
 
     device: str = "cpu"
     chunk_atoms: int = 0
+    slot_layout: bool = True  # infer_impl takes GraphInputs; False: the artifact takes systems (metatomic)
 
     def infer(self, batch: NeighbourBatch) -> Prediction:
         """Energies, forces and virials of every structure of `batch`."""
@@ -137,6 +142,11 @@ class Target(ABC):
     @abstractmethod
     def export(self, model: StudentModel, settings: TargetSettings, out_dir: Path) -> Exported:
         """Write the artifact for settings.device into out_dir (a fresh temporary folder)."""
+
+    def export_checkpoint(self, checkpoint: "Checkpoint", settings: TargetSettings, out_dir: Path) -> Exported:
+        """Export from a whole checkpoint; targets whose artifact records its elements or name override
+        this, the others export a copy of the model alone."""
+        return self.export(copy.deepcopy(checkpoint.model), settings, out_dir)
 
     @abstractmethod
     def runner(self, artifact: Path, settings: TargetSettings) -> Runner:
