@@ -25,8 +25,9 @@ def atomic_types(model: StudentModel, elements: list[int] | None) -> list[int]:
 def capabilities(model: StudentModel, elements: list[int] | None, device: str) -> ModelCapabilities:
     """Energy in eV over Å, float64 interface; the interaction range is one cutoff per message pass (what a
     domain-decomposed engine needs as its ghost-atom shell)."""
-    energy = ModelOutput(unit="eV", sample_kind="system", explicit_gradients=[],
-                         description="total energy of the student (eV)")
+    # "atom": per-atom energies on request, and their sums per system (what metatomic assumes of it).
+    energy = ModelOutput(unit="eV", sample_kind="atom", explicit_gradients=[],
+                         description="energy of the deploycc student, per atom or per system (eV)")
     devices = ["cuda", "cpu"] if device.startswith("cuda") else ["cpu"]
     return ModelCapabilities(outputs={"energy": energy}, atomic_types=atomic_types(model, elements),
                              interaction_range=float(model.cutoff) * model.config.num_interactions,
