@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .predictor import Predictor
 from .validate import Rules, check_unseen_policy
 
@@ -34,20 +36,32 @@ def load(source: str | os.PathLike, device: str | None = None, unseen_elements: 
     return Predictor(eager_runner(checkpoint.model, settings.device), settings, rules, memory_budget)
 
 
-def reference_predictor(source: str | os.PathLike, unseen_elements: str = "warn") -> Predictor:
+def reference_predictor(source: str | os.PathLike, unseen_elements: str = "warn", dtype: str = "float32"
+                        ) -> Predictor:
     """The eager model an artifact was built from (its reference checkpoint), on the CPU; checkpoints and
-    presets as they are."""
+    presets as they are.  `dtype="float64"`: the same weights evaluated in double precision, the path for
+    finite-difference checks of forces (artifacts' float32 energies round to ~1e-4 eV on 60 atoms)."""
     from ..artifact.layout import artifact_folder
     from ..artifact.manifest import read_manifest
     from ..artifact.open import is_artifact, reference_checkpoint
     from ..targets.base import get_target
     from ..targets.eager import eager_runner
 
-    if not is_artifact(source):
-        return load(source, "cpu", unseen_elements)
-    folder = artifact_folder(source)
-    manifest = read_manifest(folder)
-    checkpoint = reference_checkpoint(folder, manifest)
-    rules = Rules.make(f"{manifest.model}/eager", checkpoint.config.max_z, checkpoint.config.cutoff,
+    from ..checkpoint import load_checkpoint
+    from ..errors import UserInputError
+
+    if dtype not in ("float32", "float64"):
+        raise UserInputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    check_unseen_policy(unseen_elements)
+    if is_artifact(source):
+        folder = artifact_folder(source)
+        manifest = read_manifest(folder)
+        checkpoint, label = reference_checkpoint(folder, manifest), manifest.model
+    else:
+        checkpoint = load_checkpoint(source)
+        label = checkpoint.name
+    suffix = "" if dtype == "float32" else "-float64"
+    rules = Rules.make(f"{label}/eager{suffix}", checkpoint.config.max_z, checkpoint.config.cutoff,
                        checkpoint.elements, unseen_elements)
-    return Predictor(eager_runner(checkpoint.model, "cpu"), get_target("eager").settings("cpu"), rules)
+    runner = eager_runner(checkpoint.model, "cpu", getattr(torch, dtype))
+    return Predictor(runner, get_target("eager").settings("cpu"), rules)

@@ -87,6 +87,7 @@ class Runner(ABC):
     device: str = "cpu"
     chunk_atoms: int = 0
     slot_layout: bool = True  # infer_impl takes GraphInputs; False: the artifact takes systems (metatomic)
+    input_dtype: torch.dtype = torch.float32  # of the pair vectors handed to infer_impl
 
     def infer(self, batch: NeighbourBatch) -> Prediction:
         """Energies, forces and virials of every structure of `batch`."""
@@ -94,7 +95,7 @@ class Runner(ABC):
             parts = [self.infer(part) for part in batch.split(self.chunk_atoms)]
             return Prediction(np.concatenate([p.energies for p in parts]), np.concatenate([p.forces for p in parts]),
                               np.concatenate([p.virials for p in parts]), batch.offsets)
-        energies, forces, virials = self.infer_impl(GraphInputs.from_batch(batch))
+        energies, forces, virials = self.infer_impl(GraphInputs.from_batch(batch, self.input_dtype))
         atom_energies = energies.detach().double().cpu().numpy()
         atom_virials = virials.detach().double().cpu().numpy()
         return Prediction(batch.per_structure(atom_energies), forces.detach().double().cpu().numpy(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model import StudentModel, energy_forces_virials
 from .base import Exported, ModuleRunner, Runner, Target, register
@@ -13,12 +15,16 @@ from .settings import MemoryModel, TargetSettings
 BLOCK_BYTES = 4e6  # gathered features per block on CPU: in cache, and below glibc's mmap threshold (32 MB)
 
 
-def eager_runner(model: StudentModel, device: str) -> ModuleRunner:
-    """The eager model on `device` in inference mode: recomputing contractions, in blocks of atoms on CPU."""
-    model = model.to(device).eval().set_recompute(True, BLOCK_BYTES if device == "cpu" else 0)
+def eager_runner(model: StudentModel, device: str, dtype: torch.dtype = torch.float32) -> ModuleRunner:
+    """The eager model on `device` in inference mode: recomputing contractions, in blocks of atoms on CPU.
+    `dtype` float64: weights and pair vectors in double precision (finite-difference checks of forces,
+    which float32 energies cannot resolve)."""
+    model = model.to(device=device, dtype=dtype).eval().set_recompute(True, BLOCK_BYTES if device == "cpu" else 0)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return ModuleRunner(lambda *tensors: energy_forces_virials(model, *tensors), device)
+    runner = ModuleRunner(lambda *tensors: energy_forces_virials(model, *tensors), device)
+    runner.input_dtype = dtype
+    return runner
 
 
 @register

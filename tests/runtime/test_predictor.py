@@ -80,6 +80,29 @@ def test_artifact_predictor_equals_the_checkpoint_and_knows_its_rules(artifact, 
     assert_same_results(reference.predict(atoms), load(tiny_checkpoint).predict(atoms), 1e-6, 1e-6)
 
 
+def test_float64_reference_resolves_finite_differences_that_float32_cannot(artifact):
+    """The double-precision path of an artifact's reference weights: central differences of its energy equal
+    its forces to 1e-6 eV/Å, while the float32 energies of the same model miss them by far more."""
+    atoms = molecules(1, seed=11, low=12, high=13)[0]
+    exact = reference_predictor(artifact, dtype="float64")
+    assert exact.label == "tiny-test/eager-float64"
+    rough = reference_predictor(artifact)
+    forces = exact.predict([atoms])[1][0]
+    step = 1e-4
+    errors64, errors32 = [], []
+    for atom, axis in ((0, 0), (3, 1), (7, 2)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += step
+        minus.positions[atom, axis] -= step
+        for predictor, errors in ((exact, errors64), (rough, errors32)):
+            e_plus, e_minus = predictor.predict([plus])[0][0], predictor.predict([minus])[0][0]
+            errors.append(abs(-(e_plus - e_minus) / (2 * step) - forces[atom, axis]))
+    assert max(errors64) <= 1e-6
+    assert max(errors32) > 100 * max(errors64)
+    with pytest.raises(UserInputError, match="float32' or 'float64"):
+        reference_predictor(artifact, dtype="float16")
+
+
 def test_stresses_for_every_periodic_structure_and_nan_for_molecules(tiny_checkpoint):
     """A molecular model takes periodic cells: stress is the strain derivative of the energy (ASE's sign)."""
     predictor = load(tiny_checkpoint, unseen_elements="allow")
