@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -142,6 +143,47 @@ def molecule_frames(
     return out
 
 
+def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_frames: int, seed: int
+                   ) -> tuple[list[tuple], LabelReport]:
+    """Frames of molecule `mol_id` (its conformer and sampling seeded by (seed, mol_id) alone, so a dataset
+    is the same however its molecules are shared among workers) and what labelling them did."""
+    mol_id, smi = item
+    report = LabelReport()
+    atoms = embed(smi, seed + mol_id)
+    if atoms is None:
+        report.skip("RDKit embedding failed")
+        return [], report
+    rng = np.random.default_rng([seed, mol_id])
+    frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report)
+    report.molecules = 1 if frames else 0
+    return frames, report
+
+
+def labelled_molecules(smiles: list[tuple[str, str]], teacher: Teacher, rattles: int, md_frames: int, seed: int,
+                       cluster: Any = None) -> Iterator[tuple[int, str, list[tuple], LabelReport]]:
+    """(mol_id, name, frames, report) of every molecule in input order, labelled here or on a Dask cluster
+    (a ClusterSpec or a connected distributed.Client, runtime/cluster.py)."""
+    items = [(mol_id, smi) for mol_id, (smi, _name) in enumerate(smiles)]
+    if cluster is None:
+        for mol_id, smi in items:
+            yield (mol_id, smiles[mol_id][1], *label_molecule((mol_id, smi), teacher, rattles, md_frames, seed))
+        return
+    from ..runtime.cluster import ClusterSpec, dask_client, ordered_map
+
+    context = dask_client(cluster) if isinstance(cluster, ClusterSpec) else nullcontext(cluster)
+    with context as client:
+        for (mol_id, _smi), (frames, report) in ordered_map(client, label_molecule, items, teacher, rattles,
+                                                            md_frames, seed):
+            yield mol_id, smiles[mol_id][1], frames, report
+
+
+def merge_report(total: LabelReport, part: LabelReport) -> None:
+    total.molecules += part.molecules
+    total.skipped += part.skipped
+    for reason, count in part.skipped_reasons.items():
+        total.skipped_reasons[reason] = total.skipped_reasons.get(reason, 0) + count
+
+
 def generate_molecules(
     smiles: list[tuple[str, str]],
     teacher: Teacher,
@@ -150,26 +192,21 @@ def generate_molecules(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     on_molecule: Callable[[str], None] | None = None,
+    cluster: Any = None,
 ) -> tuple[Structures, LabelReport]:
-    """Label frames of every molecule; split train/val/test by molecule."""
-    rng = np.random.default_rng(seed)
+    """Label frames of every molecule (here, or on `cluster`); split train/val/test by molecule."""
     report = LabelReport()
     start = time.perf_counter()
     numbers, positions, energies, forces, group = [], [], [], [], []
-    for mol_id, (smi, name) in enumerate(smiles):
-        atoms = embed(smi, seed + mol_id)
-        if atoms is None:
-            report.skip("RDKit embedding failed")
-        else:
-            frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report)
-            report.molecules += 1 if frames else 0
-            for frame, energy, f in frames:
-                numbers.append(frame.get_atomic_numbers().astype(np.int64))
-                positions.append(frame.get_positions())
-                energies.append(energy)
-                forces.append(f)
-                group.append(mol_id)
-                report.elements.update(int(z) for z in frame.get_atomic_numbers())
+    for mol_id, name, frames, part in labelled_molecules(smiles, teacher, rattles, md_frames, seed, cluster):
+        merge_report(report, part)
+        for frame, energy, f in frames:
+            numbers.append(frame.get_atomic_numbers().astype(np.int64))
+            positions.append(frame.get_positions())
+            energies.append(energy)
+            forces.append(f)
+            group.append(mol_id)
+            report.elements.update(int(z) for z in frame.get_atomic_numbers())
         if on_molecule is not None:
             on_molecule(name)
     if not numbers:

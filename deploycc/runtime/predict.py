@@ -6,7 +6,9 @@ whole, it is compact), so memory stays at one chunk however long the file is: a 
 structure (a bad one is refused by its index before any work), a second evaluates chunk by chunk (calls
 sized by the Predictor's memory budget) and appends to a temporary file that is renamed over `out` at the
 end, so an interrupted run never leaves a half-written file.  The destination is checked first: it must
-name an extended-XYZ file (.extxyz, .xyz) in a writable folder and must not be the input.
+name an extended-XYZ file (.extxyz, .xyz) in a writable folder and must not be the input.  With a cluster
+(runtime/cluster.py) the chunks are evaluated on Dask workers and written in the same order, so the file is
+the same as the serial run's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -27,7 +30,7 @@ CHUNK = 512  # structures per evaluate call (progress granularity; batching insi
 
 @dataclass
 class PredictReport:
-    """What one run did; `seconds` counts model evaluation only (not reading or writing)."""
+    """What one run did; `seconds` is the wall time of evaluating and writing (not of pass 1's validation)."""
 
     structures: int
     atoms: int
@@ -117,24 +120,53 @@ def check_destination(out: Path, source: Path) -> Path:
     return out
 
 
+@dataclass
+class Distributed:
+    """Where the chunks of a run are evaluated instead of in this process: a cluster (a ClusterSpec, or a
+    connected distributed.Client) whose workers each open `source` once (a path they can read)."""
+
+    cluster: Any
+    source: str
+    device: str | None = None
+    unseen_elements: str = "warn"
+
+
+def evaluated_chunks(predictor: Predictor, structures: Path, chunk_size: int, distributed: Distributed | None
+                     ) -> Iterator[tuple[list, tuple]]:
+    """(chunk, (energies, forces, stresses)) for every chunk of the file, in file order."""
+    if distributed is None:
+        for chunk in chunks(structures, chunk_size):
+            yield chunk, predictor.evaluate(chunk, check=False)  # validated in pass 1
+        return
+    from .cluster import ClusterSpec, dask_client, evaluate_chunk, ordered_map
+
+    d = distributed
+    context = dask_client(d.cluster) if isinstance(d.cluster, ClusterSpec) else nullcontext(d.cluster)
+    with context as client:
+        yield from ordered_map(client, evaluate_chunk, chunks(structures, chunk_size), d.source, d.device,
+                               d.unseen_elements)
+
+
 def predict_file(predictor: Predictor, structures: Path, out: Path,
-                 on_progress: Callable[[int, int], None] | None = None) -> PredictReport:
-    """Evaluate every structure of `structures` with `predictor` and write them, labelled, to `out` (extxyz)."""
+                 on_progress: Callable[[int, int], None] | None = None, chunk_size: int = CHUNK,
+                 distributed: Distributed | None = None) -> PredictReport:
+    """Evaluate every structure of `structures` with `predictor` (or on a cluster) and write them, labelled,
+    to `out` (extxyz) in file order; the file is the same whichever way the chunks were evaluated."""
     import ase.io
 
     out = check_destination(out, structures)
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise UserInputError(f"--chunk-size must be a positive number of structures, got {chunk_size!r}")
     total = 0
-    for chunk in chunks(structures):  # pass 1: every bad structure is refused, by its index, before any work
+    for chunk in chunks(structures, chunk_size):  # pass 1: every bad structure is refused, by its index
         predictor.validate(chunk, first_index=total)
         total += len(chunk)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    done, atoms_count, seconds, with_stress = 0, 0, 0.0, False
+    done, atoms_count, with_stress = 0, 0, False
+    begin = time.perf_counter()
     try:
         with open(temporary, "w") as handle:
-            for chunk in chunks(structures):  # pass 2: evaluate and append, one chunk in memory
-                begin = time.perf_counter()
-                energies, forces, stresses = predictor.evaluate(chunk, check=False)  # validated in pass 1
-                seconds += time.perf_counter() - begin
+            for chunk, (energies, forces, stresses) in evaluated_chunks(predictor, structures, chunk_size, distributed):
                 results = [labelled(atoms, float(energies[k]), forces[k], stresses[k]) for k, atoms in enumerate(chunk)]
                 with_stress |= any("stress" in a.calc.results for a in results)
                 ase.io.write(handle, results, format="extxyz")
@@ -142,6 +174,7 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
                 atoms_count += sum(len(a) for a in chunk)
                 if on_progress is not None:
                     on_progress(done, total)
+        seconds = time.perf_counter() - begin
         os.replace(temporary, out)
     finally:
         temporary.unlink(missing_ok=True)
