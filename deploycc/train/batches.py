@@ -84,15 +84,23 @@ def predict_batch(model: StudentModel, batch: tuple[torch.Tensor, ...], count: i
 
 
 def distillation_loss(model: StudentModel, batch: tuple[torch.Tensor, ...], count: int, energy_weight: float,
-                      force_weight: float, angular_weight: float = 0.0) -> torch.Tensor:
-    """energy_weight * MSE(energy per atom) + force_weight * MSE(force components) [+ angular term]."""
+                      force_weight: float, angular_weight: float = 0.0, structures: int | None = None,
+                      atoms: int | None = None) -> torch.Tensor:
+    """energy_weight * MSE(energy per atom) + force_weight * MSE(force components) [+ angular term].
+
+    With `structures` and `atoms` (those of a larger batch this one is a part of) the squared errors are
+    summed and divided by those counts instead: the parts' losses then add up to the whole batch's."""
     ref_forces, ref_energies = batch[5], batch[6]
-    energy, atoms, forces = predict_batch(model, batch, count, create_graph=True)
-    e_err = (energy.double() - ref_energies).float() / atoms
-    loss = energy_weight * (e_err**2).mean() + force_weight * ((forces - ref_forces) ** 2).mean()
+    energy, n_atoms, forces = predict_batch(model, batch, count, create_graph=True)
+    e_err = (energy.double() - ref_energies).float() / n_atoms
+    if structures is None or atoms is None:
+        loss = energy_weight * (e_err**2).mean() + force_weight * ((forces - ref_forces) ** 2).mean()
+    else:
+        loss = (energy_weight * (e_err**2).sum() / structures
+                + force_weight * ((forces - ref_forces) ** 2).sum() / (forces.shape[-1] * atoms))
     if angular_weight > 0:
         cos = torch.nn.functional.cosine_similarity(forces, ref_forces, dim=-1, eps=1e-6)
-        loss = loss + angular_weight * (1 - cos).mean()
+        loss = loss + angular_weight * ((1 - cos).mean() if atoms is None else (1 - cos).sum() / atoms)
     return loss
 
 

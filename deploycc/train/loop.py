@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -16,7 +17,9 @@ from ..data.schema import Structures, read_h5
 from ..errors import UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
+from . import distributed
 from .batches import Metrics, Prepared, distillation_loss, evaluate, size_batches
+from .distributed import Context
 from .normalisation import fit_element_references, fit_scale_shift
 
 __all__ = ["TrainSettings", "TrainResult", "Metrics", "train", "evaluate"]
@@ -143,7 +146,7 @@ class _Run:
                     "step": self.step, "epoch": self.epoch, "best_val": self.best_val, "stale": self.stale,
                     "best_state": self.best_state, "history": self.history}, path)
 
-    def restore(self, path: Path, device: str) -> None:
+    def restore(self, path: Path | BinaryIO, device: str) -> None:
         state = torch.load(path, map_location=device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimiser.load_state_dict(state["optimiser"])
@@ -152,35 +155,45 @@ class _Run:
         self.best_state, self.history = state["best_state"], state["history"]
 
 
-def _train_epoch(run: _Run, prepared: Prepared, s: TrainSettings, rng: np.random.Generator, started: float) -> float:
-    """One pass over the training split; returns the mean loss."""
+def _train_epoch(run: _Run, prepared: Prepared, s: TrainSettings, rng: np.random.Generator, started: float,
+                 ctx: Context) -> float:
+    """One pass over the training split; returns the mean loss.  Under a launcher each step is one global
+    batch of world x batch_size structures, shared out across the ranks."""
     run.model.train()
-    losses = []
-    for idx in size_batches(prepared.sizes(), s.batch_size, rng):
+    losses, clock = [], 0.0  # clock: rank 0's seconds at the last step, so that all ranks set the same lr
+    for idx in size_batches(prepared.sizes(), s.batch_size * ctx.world, rng):
         progress = run.epoch / s.epochs
         if s.max_minutes > 0:
-            progress = max(progress, (time.perf_counter() - started) / 60.0 / s.max_minutes)
+            elapsed = clock if ctx.active else time.perf_counter() - started
+            progress = max(progress, elapsed / 60.0 / s.max_minutes)
         for group in run.optimiser.param_groups:
             group["lr"] = s.lr * _lr_factor(run.step, progress, s)
-        loss = distillation_loss(run.model, prepared.batch(idx, s.device), len(idx), s.energy_weight,
-                                 s.force_weight, s.angular_weight)
-        run.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        if ctx.active:
+            run.optimiser.zero_grad(set_to_none=True)
+            weights = (s.energy_weight, s.force_weight, s.angular_weight)
+            value, clock = distributed.shard_gradients(run.model, prepared, idx, weights, ctx,
+                                                       time.perf_counter() - started)
+        else:
+            loss = distillation_loss(run.model, prepared.batch(idx, s.device), len(idx), s.energy_weight,
+                                     s.force_weight, s.angular_weight)
+            run.optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            value = loss.item()
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
         run.optimiser.step()
         run.ema.update(run.model)
-        losses.append(loss.item())
+        losses.append(value)
         run.step += 1
     return float(np.mean(losses))
 
 
-def _validate_epoch(run: _Run, val: Prepared, s: TrainSettings, loss: float, started: float
+def _validate_epoch(run: _Run, val: Prepared, s: TrainSettings, loss: float, started: float, ctx: Context
                     ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Score the EMA weights on the validation split, keep the best, return the epoch's record."""
     raw_state = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.ema.copy_to(run.model)
     run.model.eval()
-    metrics = evaluate(run.model, val, s.device)
+    metrics = distributed.evaluate_reduced(run.model, val, ctx)
     score = s.energy_weight * metrics.energy_mae_per_atom + s.force_weight * metrics.force_rmse
     record = {"epoch": run.epoch + 1, "loss": loss, "val_energy_mae": metrics.energy_mae_per_atom,
               "val_force_rmse": metrics.force_rmse, "lr": run.optimiser.param_groups[0]["lr"],
@@ -198,38 +211,68 @@ def _validate_epoch(run: _Run, val: Prepared, s: TrainSettings, loss: float, sta
 
 def train(data_path: Path, config: ModelConfig, out: Path, settings: TrainSettings, resume: bool = False,
           on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Distil a student on `data_path`'s train split; early-stop on val; report on test; save `out`."""
+    """Distil a student on `data_path`'s train split; early-stop on val; report on test; save `out`.
+
+    Under `torchrun` (WORLD_SIZE > 1) the ranks train data-parallel; rank 0 alone writes files and calls
+    `on_epoch`, and every rank returns the same result (docs/distributed-training.md)."""
     settings.check()
     data = load_dataset(data_path, config)
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
+    with distributed.session(settings.device) as ctx:
+        return _train_in(ctx, data, data_path, config, out, settings, resume, on_epoch)
+
+
+def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConfig, out: Path,
+              settings: TrainSettings, resume: bool, on_epoch: Callable[[dict[str, float]], None] | None
+              ) -> TrainResult:
+    """`train` once the process knows its rank (world 1 outside a launcher) and device."""
+    s = replace(settings, device=ctx.device)  # cuda -> cuda:LOCAL_RANK; `settings` is what is recorded
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
     train_set, val_set, test_set = data.split("train"), data.split("val"), data.split("test")
-    model = initial_model(config, train_set, settings.device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    run = _Run(model, optimiser, _EMA(model, settings.ema_decay))
-    if resume and _state_path(out).is_file():
-        run.restore(_state_path(out), settings.device)
-        rng = np.random.default_rng(settings.seed + run.epoch)
+    model = initial_model(config, train_set, s.device)
+    distributed.sync_model(model, ctx)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    run = _Run(model, optimiser, _EMA(model, s.ema_decay))
+    if resume and _restore(run, _state_path(out), ctx):
+        rng = np.random.default_rng(s.seed + run.epoch)
     started = time.perf_counter()
     train_prep, val_prep = Prepared.of(train_set, model.cutoff), Prepared.of(val_set, model.cutoff)
-    while run.epoch < settings.epochs:
-        loss = _train_epoch(run, train_prep, settings, rng, started)
-        record, raw_state = _validate_epoch(run, val_prep, settings, loss, started)
-        run.save(_state_path(out), raw_state)
-        if on_epoch is not None:
-            on_epoch(record)
-        if run.stale >= settings.patience or (settings.max_minutes > 0 and record["minutes"] >= settings.max_minutes):
+    while run.epoch < s.epochs:
+        loss = _train_epoch(run, train_prep, s, rng, started, ctx)
+        record, raw_state = _validate_epoch(run, val_prep, s, loss, started, ctx)
+        if ctx.is_main:
+            run.save(_state_path(out), raw_state)
+            if on_epoch is not None:
+                on_epoch(record)
+        ctx.barrier()  # the other ranks wait for rank 0's state file
+        stop = run.stale >= s.patience or (s.max_minutes > 0 and record["minutes"] >= s.max_minutes)
+        if distributed.agree(stop, ctx):
             break
-    return _finish(run, data, data_path, train_set, val_prep, test_set, out, settings, started)
+    return _finish(run, data, data_path, train_set, val_prep, test_set, out, settings, started, ctx)
+
+
+def _restore(run: _Run, path: Path, ctx: Context) -> bool:
+    """Load the saved state if there is one (under a launcher: rank 0's file, sent to every rank)."""
+    if not ctx.active:
+        if not path.is_file():
+            return False
+        run.restore(path, ctx.device)
+        return True
+    state = distributed.read_on_main(path, ctx)
+    if state is not None:
+        run.restore(io.BytesIO(state), ctx.device)
+    return state is not None
 
 
 def _finish(run: _Run, data: Structures, data_path: Path, train_set: Structures, val: Prepared,
-            test_set: Structures, out: Path, settings: TrainSettings, started: float) -> TrainResult:
-    """Evaluate the best weights on val and test and save the checkpoint with its metadata."""
+            test_set: Structures, out: Path, settings: TrainSettings, started: float, ctx: Context
+            ) -> TrainResult:
+    """Evaluate the best weights on val and test and save the checkpoint with its metadata (rank 0)."""
     model = run.model
     model.load_state_dict(run.best_state)
     model.eval()
-    val_metrics, test_metrics = evaluate(model, val, settings.device), evaluate(model, test_set, settings.device)
+    val_metrics = distributed.evaluate_reduced(model, val, ctx)
+    test_metrics = distributed.evaluate_reduced(model, test_set, ctx)
     seconds = time.perf_counter() - started
     metadata: dict[str, Any] = {
         "dataset": str(data_path),
@@ -244,5 +287,6 @@ def _finish(run: _Run, data: Structures, data_path: Path, train_set: Structures,
         "library_versions": library_versions(),
     }
     model.cpu()
-    sha = save_checkpoint(model, out, metadata)
+    sha = save_checkpoint(model, out, metadata) if ctx.is_main else ""
+    sha = str(distributed.share(sha, ctx))  # the other ranks wait for the checkpoint
     return TrainResult(out, sha, run.epoch, test_metrics, val_metrics, seconds, run.history)
