@@ -42,3 +42,11 @@ def source_fingerprint() -> str:
             digest.update(file.relative_to(root).as_posix().encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def version_line() -> str:
+    """One short line: deploycc, torch and ONNX Runtime (CPU or GPU build) versions, and Python's."""
+    found = library_versions()
+    runtime = found.get("onnxruntime-gpu") or found.get("onnxruntime") or "not installed"
+    return (f"deploycc {found.get('deploycc', 'unknown')} (torch {found.get('torch', 'not installed')}, "
+            f"onnxruntime {runtime}, python {found['python']})")

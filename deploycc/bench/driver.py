@@ -2,8 +2,11 @@
 
 `run_bench(config)` measures every target with `python -m deploycc.bench.worker`, so targets share no
 allocator or thread-pool state; each worker times its runner on pools of prepared batches of calibration
-structures of about `config.atoms` atoms (deploycc/bench/workload.py, measure.py).  Nothing here prints:
-results are dataclasses; deploycc/bench/report.py renders them.
+structures of about `config.atoms` atoms (deploycc/bench/workload.py, measure.py).  With `config.rounds` > 1
+the sweep is repeated, the order of targets alternating (A B C, C B A, ...), so that a change of load on a
+shared machine hits every target; the record of median time is kept, and a fall of throughput counts only if
+every round shows it (deploycc/bench/stats.py).  Nothing here prints: results are dataclasses;
+deploycc/bench/report.py renders them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,11 +29,13 @@ import torch
 from ..errors import DeployccError, MissingDependencyError, UserInputError, UnsupportedModelError
 from .measure import BenchRecord, modes_for
 from .memory import MEMORY_NOTE
-from .stats import NOISY_CV
+from .stats import (BUSY_SHARE, DROP_RATIO, NOISY_CV, TargetSummary, cpu_sample, merge_rounds, others_share,
+                    summarize_targets)
 from .workload import RATTLE_SIGMA, Workload, load_workload
 
+__all__ = ["BenchConfig", "BenchResult", "TargetSummary", "summarize_targets", "run_bench", "latest_path",
+           "save_latest", "DROP_RATIO", "NOISY_CV"]
 Event = Callable[[str], None]
-DROP_RATIO = 0.9  # throughput below this fraction of the best smaller batch: flagged
 
 
 @dataclass
@@ -52,6 +57,7 @@ class BenchConfig:
     structures: Path | None = None  # workload molecules (default: the calibration file)
     calib: Path | None = None  # parity data for builds (default: the calibration file)
     worker_timeout: float | None = None
+    rounds: int = 1  # sweeps of every target, alternating the order (ABC CBA ...): load changes hit all alike
 
     def validate(self) -> None:
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
@@ -62,46 +68,12 @@ class BenchConfig:
             raise UserInputError(f"--threads must be positive, got {self.threads}")
         if self.min_iters < 1 or self.min_seconds < 0 or self.warmup < 0:
             raise UserInputError("--min-iters must be >= 1, --min-seconds and --warmup >= 0")
+        if self.rounds < 1:
+            raise UserInputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.pool < 8:
             raise UserInputError(f"the input pool needs at least 8 distinct batches, got {self.pool}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise UserInputError(f"--device must be cpu or cuda, got '{self.device}'")
-
-
-@dataclass
-class TargetSummary:
-    """Speed-up over eager (same device and mode) and whether throughput ever falls as batch grows; a fall
-    seen on noisy timings (CV above NOISY_CV, or a busy machine) is reported as inconclusive."""
-
-    target: str
-    mode: str
-    device: str
-    small_batch: int | None = None
-    speedup_small: float | None = None  # vs eager, throughput ratio at the smallest common batch (1 normally)
-    large_batch: int | None = None
-    speedup_large: float | None = None  # at the largest batch both measured
-    drops: list[dict[str, float]] = field(default_factory=list)  # {batch, structures_per_s, best_batch, best}
-    inconclusive: bool = False  # the drops were measured on noisy timings
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        parts = [f"{self.target} ({self.mode}, {self.device}):"]
-        if self.speedup_small is not None:
-            parts.append(f"{self.speedup_small:.2f}× eager at batch {self.small_batch},")
-            parts.append(f"{self.speedup_large:.2f}× at batch {self.large_batch};")
-        else:
-            parts.append("no eager baseline to compare with;")
-        if self.drops:
-            worst = ", ".join(f"batch {int(d['batch'])} {d['structures_per_s']:.0f}/s < {DROP_RATIO:g} × batch "
-                              f"{int(d['best_batch'])} {d['best']:.0f}/s" for d in self.drops)
-            verdict = "inconclusive: timings too noisy to tell whether throughput falls" if self.inconclusive \
-                else "throughput FALLS as batch grows"
-            parts.append(f"{verdict} ({worst})")
-        else:
-            parts.append("throughput never falls as batch grows")
-        return " ".join(parts)
 
 
 @dataclass
@@ -126,34 +98,6 @@ class BenchResult:
         """The header's busy-machine warning and every record's warning (enqueue-bound), one line each."""
         busy = [self.header["busy_warning"]] if self.header.get("busy_warning") else []
         return busy + [f"{r.target} batch {r.batch_size} ({r.mode}): {r.warning}" for r in self.records if r.warning]
-
-
-def summarize_targets(records: Sequence[BenchRecord], baseline: str = "eager", busy: bool = False
-                      ) -> list[TargetSummary]:
-    """One summary per (target, mode, device), in first-seen order."""
-    groups: dict[tuple[str, str, str], dict[int, BenchRecord]] = {}
-    for r in records:
-        groups.setdefault((r.target, r.mode, r.device), {})[r.batch_size] = r
-    out = []
-    for (target, mode, device), rows in groups.items():
-        curve = {b: r.structures_per_s for b, r in rows.items()}
-        summary = TargetSummary(target, mode, device)
-        base = {b: r.structures_per_s for b, r in groups.get((baseline, mode, device), {}).items()}
-        common = sorted(set(curve) & set(base))
-        if common:
-            summary.small_batch, summary.large_batch = common[0], common[-1]
-            summary.speedup_small = curve[common[0]] / base[common[0]]
-            summary.speedup_large = curve[common[-1]] / base[common[-1]]
-        best_batch, best = None, 0.0
-        for b in sorted(curve):
-            if best_batch is not None and curve[b] < DROP_RATIO * best:
-                summary.drops.append({"batch": b, "structures_per_s": curve[b], "best_batch": best_batch,
-                                      "best": best})
-                summary.inconclusive |= busy or max(rows[b].cv, rows[best_batch].cv) > NOISY_CV
-            if curve[b] > best:
-                best_batch, best = b, curve[b]
-        out.append(summary)
-    return out
 
 
 def resolve_targets(spec: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -212,6 +156,7 @@ def make_header(config: BenchConfig, model: str | None = None, workload: Workloa
         "min_iters": config.min_iters,
         "min_seconds": config.min_seconds,
         "input_pool": config.pool,
+        "rounds": config.rounds,
         "rattle_sigma_angstrom": RATTLE_SIGMA,
         "modes": list(modes_for(config.device)),
         "memory": MEMORY_NOTE,
@@ -285,7 +230,8 @@ def run_worker(folder: Path, target: str, config: BenchConfig, on_event: Event =
 
 
 def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> BenchResult:
-    """Build (or reuse) each target's artifact, measure each in its own process, summarize."""
+    """Build (or reuse) each target's artifact, measure each in its own process (`config.rounds` times,
+    alternating the order of targets), summarize."""
     from ..checkpoint import load_checkpoint
     from ..paths import default_calib_file
 
@@ -299,20 +245,44 @@ def run_bench(config: BenchConfig, on_event: Event = lambda message: None) -> Be
     header["structures_file"] = str(structures)
     header["artifacts"] = {r.target: str(r.folder) for r in built}
     header["checkpoint_sha256"] = {r.target: r.manifest.checkpoint.sha256 for r in built}
-    records: list[BenchRecord] = []
-    for result in built:
-        on_event(f"{result.target}: starting worker")
-        payload = run_worker(result.folder, result.target, config, on_event, structures)
-        records.extend(BenchRecord(**r) for r in payload["records"])
-        notices.extend(payload.get("notices", []))
-        header.setdefault("workers", {})[result.target] = payload.get("info", {})
-        if header["gpu"] is None and payload.get("info", {}).get("gpu"):
-            header["gpu"] = payload["info"]["gpu"]
+    before = cpu_sample()
+    rounds = _measure_rounds(config, built, structures, header, notices, on_event)
+    note_contention(header, others_share(before, cpu_sample()))
+    records = merge_rounds(rounds)
     if not records:
         raise UserInputError("nothing was measured: " + ("; ".join(notices) or "no target was available"))
-    result = BenchResult(header, records, summarize_targets(records, busy=bool(header.get("busy_warning"))), notices)
+    summaries = summarize_targets(records, busy=bool(header.get("busy_warning")), rounds=rounds)
+    result = BenchResult(header, records, summaries, list(dict.fromkeys(notices)))
     save_latest(result, config.out)
     return result
+
+
+def _measure_rounds(config: BenchConfig, built: list, structures: Path, header: dict[str, Any], notices: list[str],
+                    on_event: Event) -> list[list[BenchRecord]]:
+    """The records of each round; even rounds measure the targets in reverse order."""
+    rounds: list[list[BenchRecord]] = []
+    for k in range(config.rounds):
+        rounds.append([])
+        for result in built if k % 2 == 0 else built[::-1]:
+            of = f" (round {k + 1} of {config.rounds})" if config.rounds > 1 else ""
+            on_event(f"{result.target}: starting worker{of}")
+            payload = run_worker(result.folder, result.target, config, on_event, structures)
+            rounds[-1].extend(BenchRecord(**r) for r in payload["records"])
+            notices.extend(payload.get("notices", []))
+            header.setdefault("workers", {})[result.target] = payload.get("info", {})
+            if header["gpu"] is None and payload.get("info", {}).get("gpu"):
+                header["gpu"] = payload["info"]["gpu"]
+    return rounds
+
+
+def note_contention(header: dict[str, Any], share: float | None) -> None:
+    """Record the CPU share other processes took while measuring; above BUSY_SHARE the machine was busy."""
+    header["others_cpu_share"] = None if share is None else round(share, 3)
+    if share is None or share <= BUSY_SHARE:
+        return
+    during = f"other processes kept {100 * share:.0f}% of the cores busy while measuring"
+    header["busy_warning"] = (f"{header['busy_warning']}; {during}" if header.get("busy_warning")
+                              else f"machine busy: {during}; timings include contention")
 
 
 def _build_all(config: BenchConfig, names: list[str], skip_unavailable: bool, on_event: Event) -> tuple[list, list[str]]:

@@ -50,8 +50,12 @@ def header_lines(header: dict[str, Any]) -> list[str]:
                      f"atoms (mean {work.get('mean_atoms')}) from {work.get('source')}; {header.get('input_pool')} "
                      f"rattled copies per batch (σ {header.get('rattle_sigma_angstrom')} Å), neighbour lists built "
                      "before timing (their time is the last column)")
+    rounds = header.get("rounds") or 1
+    repeat = f", {rounds} rounds (targets alternate; the median round kept)" if rounds > 1 else ""
     lines.append(f"timing: {header.get('warmup')} warm-up calls, then >= {header.get('min_iters')} calls and "
-                 f">= {header.get('min_seconds')} s per batch size; modes: {', '.join(header.get('modes', []))}")
+                 f">= {header.get('min_seconds')} s per batch size{repeat}; modes: {', '.join(header.get('modes', []))}")
+    if header.get("others_cpu_share") is not None:
+        lines.append(f"other processes kept {100 * header['others_cpu_share']:.0f}% of the cores busy while measuring")
     lines.append(f"libraries: {libs}")
     return lines
 

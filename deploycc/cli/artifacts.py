@@ -9,9 +9,9 @@ from typing import Optional
 import typer
 
 from ..errors import MissingDependencyError, ParityError, UnseenElementWarning, UnsupportedModelError
-from .app import app
+from .app import MODEL_HELP, app
 from .console import console, errors
-from .render import escape, print_build_summary, print_parity, print_targets, print_verify, report_unseen
+from .render import activity, escape, print_build_summary, print_parity, print_targets, print_verify, report_unseen
 
 
 @app.command("targets")
@@ -22,7 +22,7 @@ def targets_cmd(device: Optional[str] = typer.Option(None, help="check availabil
 
 @app.command("build")
 def build_cmd(
-    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny, metals-tiny) or checkpoint path"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
     target: str = typer.Option("all", help="target name, comma-separated names, or 'all'"),
     out: Optional[Path] = typer.Option(None, help="artifact root (default ./artifacts)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: the target's device)"),
@@ -35,25 +35,24 @@ def build_cmd(
 
     results, failed = [], []
     for name in target_names(target):
-        with console.status(f"[bold]{name}[/bold]: starting") as status:
-            try:
-                result = build(model, name, out, device, force, calib,
-                               stage=lambda s, n=name: status.update(f"[bold]{n}[/bold]: {s}"))
-            except KeyboardInterrupt:
-                status.stop()
-                errors.print(f"error: interrupted while building {name}; the previous artifact (if any) is unchanged",
-                             markup=False, soft_wrap=True)
-                raise typer.Exit(130) from None
-            except (MissingDependencyError, UnsupportedModelError) as exc:
-                if target != "all":
-                    raise
-                console.print(f"[yellow]skipped[/yellow] {name}: {escape(str(exc))}")
-                continue
-            except ParityError as exc:
-                print_parity(exc.report.to_dict(), f"{name} parity")
-                failed.append(name)
-                errors.print(f"error: {exc}; the previous artifact (if any) is unchanged", soft_wrap=True)
-                continue
+        try:
+            with activity("build") as update:
+                update(f"{name}: starting")
+                result = build(model, name, out, device, force, calib, stage=lambda s, n=name: update(f"{n}: {s}"))
+        except KeyboardInterrupt:
+            errors.print(f"error: interrupted while building {name}; the previous artifact (if any) is unchanged",
+                         markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+        except (MissingDependencyError, UnsupportedModelError) as exc:
+            if target != "all":
+                raise
+            console.print(f"[yellow]skipped[/yellow] {name}: {escape(str(exc))}")
+            continue
+        except ParityError as exc:
+            print_parity(exc.report.to_dict(), f"{name} parity")
+            failed.append(name)
+            errors.print(f"error: {exc}; the previous artifact (if any) is unchanged", soft_wrap=True)
+            continue
         results.append(result)
         print_parity(result.parity, f"{name} parity ({result.status})")
     print_build_summary(results, failed)

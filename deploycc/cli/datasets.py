@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from .app import app, data_app
+from .app import TRAIN_MODEL_HELP, app, data_app
 from .console import console
 from .render import print_label_report, print_models, print_train_result, progress
 
@@ -28,12 +28,17 @@ def data_generate(
     md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
     max_molecules: int = typer.Option(0, help="use only the first N molecules (0 = all)"),
     seed: int = typer.Option(0),
+    cluster: Optional[str] = typer.Option(None, help="label on Dask workers: local:N, or tcp://HOST:PORT of a "
+                                                     "running scheduler (same dataset for a seed)"),
 ) -> None:
     """Label off-equilibrium frames of molecules with a teacher; split by molecule; write HDF5."""
     from ..data.generate import SMILES_FILE, generate_molecules, read_smiles
     from ..data.schema import write_h5
     from ..data.teachers import get_teacher
 
+    from ..runtime.cluster import parse_cluster
+
+    spec = parse_cluster(cluster) if cluster is not None else None
     chosen = get_teacher(teacher)
     molecules = read_smiles(smiles or SMILES_FILE)
     if max_molecules > 0:
@@ -42,7 +47,7 @@ def data_generate(
     with progress() as bar:
         task = bar.add_task(f"labelling with {chosen.name}", total=len(molecules))
         data, report = generate_molecules(molecules, chosen, rattles=rattles, md_frames=md_frames, seed=seed,
-                                          on_molecule=lambda name: bar.advance(task))
+                                          on_molecule=lambda name: bar.advance(task), cluster=spec)
     write_h5(data, out)
     print_label_report(report, out, data)
 
@@ -101,7 +106,7 @@ def data_import(
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., help="HDF5 dataset with train/val/test splits"),
-    model: str = typer.Option("tiny", help="architecture preset: original, tiny, ultra-tiny, metals-tiny"),
+    model: str = typer.Option("tiny", help=TRAIN_MODEL_HELP),
     out: Path = typer.Option(..., help="checkpoint to write"),
     epochs: int = typer.Option(200),
     batch_size: int = typer.Option(16),
@@ -129,4 +134,7 @@ def train_cmd(
                       f"{record['minutes']:.1f} min")
 
     result = train(data, preset_config(model), out, settings, resume=resume, on_epoch=report)
-    print_train_result(model, result)
+    from ..train.distributed import is_main_process
+
+    if is_main_process():  # under torchrun every rank returns the result; one table
+        print_train_result(model, result)

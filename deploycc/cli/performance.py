@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from .app import app
+from .app import MODEL_HELP, app
 from .console import console
-from .render import print_bench, print_selection
+from .render import activity, print_bench, print_selection
 
 
 def _sizes(text: str, option: str) -> list[int]:
@@ -22,7 +22,7 @@ def _sizes(text: str, option: str) -> list[int]:
 
 @app.command("bench")
 def bench_cmd(
-    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny, metals-tiny) or checkpoint path"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
     target: str = typer.Option("all", help="target name, comma-separated names, or 'all' (skips unavailable)"),
     batch_sizes: str = typer.Option("1,2,4,8,16,32,64,128,256", help="comma-separated batch sizes"),
     atoms: int = typer.Option(25, help="structures of about this many atoms (workload structures within ±3)"),
@@ -36,6 +36,8 @@ def bench_cmd(
     min_iters: int = typer.Option(50, help="timed calls per batch size, at least"),
     min_seconds: float = typer.Option(1.0, help="timed seconds per batch size, at least"),
     warmup: int = typer.Option(10, help="untimed calls before timing each batch size"),
+    rounds: int = typer.Option(1, help="sweep every target this many times, alternating their order, and keep "
+                                       "the median round (fairer comparisons on a shared machine)"),
 ) -> None:
     """Latency, throughput and peak memory per target and batch size, each target in its own process."""
     from ..bench.driver import BenchConfig, latest_path, run_bench
@@ -44,9 +46,9 @@ def bench_cmd(
 
     config = BenchConfig(model=model, targets=target, batch_sizes=_sizes(batch_sizes, "--batch-sizes"), atoms=atoms,
                          device=device, structures=structures, threads=threads, out=out, min_iters=min_iters,
-                         min_seconds=min_seconds, warmup=warmup)
-    with console.status("[bold]bench[/bold]: starting") as status:
-        result = run_bench(config, on_event=lambda message: status.update(f"[bold]bench[/bold] {message}"))
+                         min_seconds=min_seconds, warmup=warmup, rounds=rounds)
+    with activity("bench") as update:
+        result = run_bench(config, on_event=update)
     print_bench(result)
     if json_out is not None:
         result.write_json(json_out)
@@ -63,7 +65,7 @@ def bench_cmd(
 
 @app.command("select")
 def select_cmd(
-    model: str = typer.Option("tiny", help="preset name (original, tiny, ultra-tiny, metals-tiny) or checkpoint path"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
     batch_size: int = typer.Option(..., help="structures per call"),
     atoms: Optional[int] = typer.Option(None, help="atoms per structure (default: the bench's workload)"),
     device: str = typer.Option("cpu", help="cpu or cuda: whose latest bench to read"),
@@ -89,7 +91,7 @@ def select_cmd(
 
 @app.command("scale")
 def scale_cmd(
-    model: str = typer.Option("tiny", help="preset name or checkpoint path"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
     target: str = typer.Option("eager,onnx", help="comma-separated targets (CPU)"),
     systems: Optional[str] = typer.Option(None, help="comma-separated system specs: water:N, water-cluster:N, "
                                           "copper:N, file:PATH, solvated:PATH:BOX (default: water and copper, "
@@ -116,8 +118,8 @@ def scale_cmd(
         raise UserInputError("--repeats and --threads must be at least 1 and --budget positive")
     config = ScalingConfig(model=model, targets=target, systems=specs, threads=threads, device=device, repeats=repeats,
                            budget=budget, out=out, peer=peer, peer_python=peer_python)
-    with console.status("[bold]scale[/bold]: starting") as status:
-        result = run_scaling(config, on_event=lambda message: status.update(f"[bold]scale[/bold] {message}"))
+    with activity("scale") as update:
+        result = run_scaling(config, on_event=update)
     text = scaling_markdown(result)
     console.print(text, markup=False, soft_wrap=True)
     if json_out is not None:

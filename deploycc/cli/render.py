@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Collection, Iterator, Sequence
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,14 +13,57 @@ from rich.table import Table
 
 from .console import console, errors
 
-__all__ = ["escape", "progress", "print_models", "print_targets", "print_parity", "print_build_summary",
-           "print_verify", "report_unseen", "print_md", "print_bench", "print_selection", "print_wide",
-           "print_label_report", "print_train_result"]
+__all__ = ["escape", "progress", "activity", "spinner", "print_table", "print_models", "print_targets",
+           "print_parity", "print_build_summary", "print_verify", "report_unseen", "print_md", "print_bench",
+           "print_selection", "print_label_report", "print_train_result"]
 
 
 def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
+
+
+def spinner() -> Progress:
+    """A transient spinner with a count, drawn only on a terminal (a pipe or log gets nothing, no blank line)."""
+    return Progress(console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextmanager
+def activity(verb: str) -> Iterator[Callable[[str], None]]:
+    """What a long verb is doing: a status line on a terminal; elsewhere (a pipe, a CI log) one printed line
+    per new message, so that a log is never silent for minutes."""
+    if console.is_terminal:
+        with console.status(f"[bold]{verb}[/bold]: starting") as status:
+            yield lambda message: status.update(f"[bold]{verb}[/bold] {escape(message)}")
+        return
+    last: list[str] = []
+
+    def line(message: str) -> None:
+        if last != [message]:
+            last[:] = [message]
+            console.print(f"{verb} {message}", style="dim", markup=False, soft_wrap=True)
+
+    yield line
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], left: Collection[str] = (),
+                droppable: Sequence[str] = ()) -> list[str]:
+    """Print a table, leaving out `droppable` columns (in that order) while it is wider than the console;
+    returns the columns left out."""
+    dropped: list[str] = []
+    for name in [None, *droppable]:
+        if name is not None:
+            dropped.append(name)
+        keep = [k for k, column in enumerate(columns) if column not in dropped]
+        table = Table(title=title)
+        for k in keep:
+            table.add_column(columns[k], justify="left" if columns[k] in left else "right")
+        for row in rows:
+            table.add_row(*[row[k] for k in keep])
+        if console.measure(table, options=console.options.update_width(10_000)).maximum <= console.width:
+            break
+    console.print(table)
+    return dropped
 
 
 def print_models() -> None:
@@ -26,14 +72,14 @@ def print_models() -> None:
     from ..model import PRESET_CONFIGS, StudentModel
 
     table = Table(title="Student presets")
-    for col in ("name", "hidden", "interactions", "radial", "cutoff (Å)", "trained on", "parameters", "checkpoint"):
-        table.add_column(col)
+    for col in ("name", "hidden", "layers", "rbf", "cutoff", "data", "params", "shipped"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("name", "data", "shipped") else "right")
     for name, config in PRESET_CONFIGS.items():
-        shipped = "shipped" if preset_path(name).is_file() else "not trained"
         table.add_row(name, str(config.hidden_dim), str(config.num_interactions), str(config.num_rbf),
-                      f"{config.cutoff:g}", "periodic metals" if config.periodic else "molecules",
-                      f"{StudentModel(config).num_parameters():,}", shipped)
+                      f"{config.cutoff:g} Å", "metals" if config.periodic else "molecules",
+                      f"{StudentModel(config).num_parameters():,}", "✓" if preset_path(name).is_file() else "✗")
     console.print(table)
+    console.print("layers = interaction blocks, rbf = radial basis functions", style="dim", markup=False)
 
 
 def print_targets(device: str | None) -> None:
@@ -41,37 +87,51 @@ def print_targets(device: str | None) -> None:
     from ..targets.base import registered
 
     table = Table(title="Targets")
-    for col in ("target", "device", "precision", "available", "description"):
-        table.add_column(col)
+    for col in ("target", "device", "precision", "here", "description"):
+        table.add_column(col, no_wrap=col != "description")
+    missing = []
     for name, target in registered().items():
         settings = target.settings(device)
         reason = target.availability(settings)
-        table.add_row(name, settings.device, settings.precision, "✓" if reason is None else f"✗ {escape(reason)}",
+        table.add_row(name, settings.device, settings.precision, "✓" if reason is None else "✗",
                       escape(target.description))
+        if reason is not None:
+            missing.append(f"  ✗ {name}: {reason}")
     console.print(table)
+    for line in missing:
+        console.print(line, markup=False)
 
 
 def print_parity(report: dict, title: str) -> None:
     """One ✓/✗ line per output with max abs and relative error and the tolerance."""
     console.print(f"[bold]{title}[/bold]: {report['structures']} structures in {report['batches']} batches")
+    width = max((len(check["name"]) for check in report["checks"]), default=0)
     for check in report["checks"]:
         mark = "[green]✓[/green]" if check["passed"] else "[red]✗[/red]"
         nan = "  NaN!" if check["nan"] else ""
-        console.print(f"  {mark} {check['name']:<14} max abs {check['max_abs']:.3e}  rel RMSE {check['rel_rmse']:.3e}"
+        console.print(f"  {mark} {check['name']:<{width}}  max abs {check['max_abs']:.3e}  rel RMSE {check['rel_rmse']:.3e}"
                       f"  (tol {check['tolerance']}){nan}")
 
 
 def print_build_summary(results, failed: list[str]) -> None:
     table = Table(title="Build summary")
-    for col in ("target", "device", "file", "size", "parity", "status", "seconds"):
-        table.add_column(col)
+    for col in ("target", "device", "file", "size", "parity", "status", "s"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("size", "s") else "left")
     for r in results:
         size = r.artifact.stat().st_size
-        table.add_row(r.target, r.manifest.device, str(r.artifact), f"{size / 1024:.0f} KiB",
+        table.add_row(r.target, r.manifest.device, _shown(r.artifact), f"{size / 1024:.0f} KiB",
                       "✓" if r.manifest.parity_passed else "✗", r.status, f"{r.seconds:.1f}")
     for name in failed:
         table.add_row(name, "", "", "", "✗", "failed", "")
     console.print(table)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it (shorter), else as it is."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
 
 
 def print_verify(report: dict) -> None:
@@ -122,6 +182,9 @@ def print_md(result, thresholds: dict) -> list[str]:
     return [check.name for check in checks if not check.passed]
 
 
+BENCH_DROPPABLE = ("neighbours ms", "p99 ms", "atoms/structure", "atoms/s", "p90 ms")
+
+
 def print_bench(result) -> None:
     """Notices, the header lines, the table, per-target summaries and warnings of a bench result."""
     from ..bench.report import header_lines, table_rows
@@ -131,12 +194,11 @@ def print_bench(result) -> None:
     for line in header_lines(result.header):
         console.print(line, style="dim", markup=False, soft_wrap=True)
     columns, rows = table_rows(result)
-    table = Table(title=f"deploycc bench: {result.header.get('model')} on {result.header.get('device')}")
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("target", "mode") else "right")
-    for row in rows:
-        table.add_row(*row)
-    print_wide(table, 150)
+    dropped = print_table(f"deploycc bench: {result.header.get('model')} on {result.header.get('device')}",
+                          columns, rows, left=("target", "mode"), droppable=BENCH_DROPPABLE)
+    if dropped:
+        console.print(f"(left out at this width: {', '.join(dropped)}; --markdown and --json have every column)",
+                      style="dim", markup=False)
     for summary in result.summaries:
         console.print(summary.line(), markup=False, soft_wrap=True)
     for warning in result.warnings:
@@ -150,24 +212,10 @@ def print_selection(selection) -> None:
         console.print(note, markup=False, soft_wrap=True)
     metric = "median latency" if selection.metric == "median_ms" else "throughput (structures/s)"
     columns, rows = candidate_rows(selection)
-    table = Table(title=f"deploycc select: {selection.model}, batch {selection.batch_size}, "
-                        f"{selection.atoms:g} atoms, {selection.device} ({selection.mode}); ranked by {metric}")
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("target", "verdict") else "right")
-    for row in rows:
-        table.add_row(*[escape(cell) for cell in row])
-    print_wide(table, 160)
-
-
-def print_wide(renderable, width: int) -> None:
-    """Print at `width` columns when the output is not a terminal (a pipe or file has no width to fit)."""
-    if console.is_terminal or console.width >= width:
-        console.print(renderable)
-        return
-    from rich.segment import Segments
-
-    lines = console.render_lines(renderable, console.options.update_width(width), pad=False, new_lines=True)
-    console.print(Segments([segment for line in lines for segment in line]), crop=False)
+    print_table(f"deploycc select: {selection.model}, batch {selection.batch_size}, {selection.atoms:g} atoms, "
+                f"{selection.device} ({selection.mode}); ranked by {metric}", columns,
+                [[escape(cell) for cell in row] for row in rows], left=("target", "verdict"),
+                droppable=("atoms/structure", "p90 ms", "atoms/s"))
 
 
 def print_label_report(report, out: Path, data) -> None:

@@ -9,43 +9,50 @@ from typing import Optional
 import typer
 
 from ..errors import UnseenElementWarning, UserInputError
-from .app import app
+from .app import ARTIFACT_HELP, app
 from .console import console, errors
-from .render import escape, print_md, report_unseen
+from .render import escape, print_md, report_unseen, spinner
 
 
 @app.command("predict")
 def predict_cmd(
-    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    artifact: str = typer.Argument(..., help=ARTIFACT_HELP),
     structures: Path = typer.Option(..., help="structures to evaluate: extxyz / any ASE-readable file / deploycc HDF5"),
     out: Path = typer.Option(..., help="write the labelled structures here (extended XYZ, input order)"),
     device: Optional[str] = typer.Option(None, help="run on this device (default: the artifact's)"),
     unseen_elements: str = typer.Option("warn", help="elements absent from the training data: warn, refuse, allow"),
+    cluster: Optional[str] = typer.Option(None, help="evaluate on Dask workers: local:N, or tcp://HOST:PORT of a "
+                                                     "running scheduler (workers must read the same files)"),
+    chunk_size: int = typer.Option(512, help="structures per chunk (one task each on a cluster)"),
 ) -> None:
     """Energies, forces (and stress, for periodic structures) for every structure of a file: the screening run."""
-    from rich.progress import Progress
-
+    from ..runtime.cluster import parse_cluster
     from ..runtime.load import load
-    from ..runtime.predict import check_destination, predict_file
+    from ..runtime.predict import Distributed, check_destination, predict_file
 
     check_destination(out, structures)
+    if chunk_size < 1:
+        raise UserInputError(f"--chunk-size must be at least 1, got {chunk_size}")
+    source = str(Path(artifact).resolve()) if Path(artifact).exists() else artifact  # as the workers see it
+    distributed = None if cluster is None else Distributed(parse_cluster(cluster), source, device, unseen_elements)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnseenElementWarning)
         predictor = load(artifact, device, unseen_elements)
-        with Progress(console=console, transient=True) as bar:
+        with spinner() as bar:
             task = bar.add_task("predict", total=None)
             report = predict_file(predictor, structures, out,
-                                  on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                  on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                  chunk_size=chunk_size, distributed=distributed)
     report_unseen(caught)
     console.print(f"{report.structures} structures ({report.atoms} atoms) with {predictor.label}: "
-                  f"{report.seconds:.2f} s in the model, {report.structures_per_second:,.0f} structures/s; "
+                  f"{report.seconds:.2f} s evaluating, {report.structures_per_second:,.0f} structures/s; "
                   f"energy, forces{', stress' if report.stress else ''} written to {report.out}",
                   markup=False, soft_wrap=True)
 
 
 @app.command("md")
 def md_cmd(
-    artifact: str = typer.Argument(..., help="artifact folder, checkpoint path or preset name"),
+    artifact: str = typer.Argument(..., help=ARTIFACT_HELP),
     structure: Path = typer.Option(..., help="any ASE-readable structure file (its last frame)"),
     temperature: float = typer.Option(300.0, help="target temperature (K)"),
     timestep_fs: float = typer.Option(0.5, help="time step (fs)"),
@@ -67,8 +74,7 @@ def md_cmd(
     max_temperature_error: float = typer.Option(0.30, help="check: mean NVE T within this fraction of target"),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="exit 1 when a check fails"),
 ) -> None:
-    """Relax, Langevin-equilibrate, then NVE MD through ASE: energy drift, temperature, ms/step; exit 1 on a
-    failed check."""
+    """Relax, Langevin-equilibrate, then NVE MD via ASE: energy drift, T, ms/step; exit 1 on a failed check."""
     from ..md import MdSettings, eager_reference, read_structure, run_md, write_outputs
     from ..paths import artifacts_root
     from ..runtime.load import load

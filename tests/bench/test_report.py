@@ -1,12 +1,20 @@
-"""Rendering bench results: number formats, table rows, header lines, Markdown, the plot."""
+"""Rendering bench results: number formats, table rows, header lines, Markdown, the plot; repeated rounds and
+contention while measuring, as the report shows them."""
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 import pytest
 
+import deploycc.bench.driver as driver
 from deploycc.bench import BenchConfig, BenchResult, MeasureSettings, header_lines, measure_runner, summarize_targets
 from deploycc.bench import table_rows, to_markdown
-from deploycc.bench.driver import make_header
+from deploycc.bench import run_bench
+from deploycc.bench.driver import make_header, note_contention
+from deploycc.bench.stats import BUSY_SHARE
+from deploycc.errors import UserInputError
 from deploycc.bench.memory import MEMORY_NOTE
 from deploycc.bench.plot import plot_result
 from deploycc.bench.report import format_ms, format_rate
@@ -90,3 +98,65 @@ def test_plot_writes_a_png(sweep, tmp_path):
     path = plot_result(sweep, tmp_path / "plots" / "bench.png")
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------- rounds and contention, reported
+
+
+def test_header_lines_name_rounds_and_the_cpu_share_of_other_processes():
+    header = {"warmup": 3, "min_iters": 10, "min_seconds": 0.3, "modes": ["host"], "rounds": 2,
+              "others_cpu_share": 0.4}
+    text = "\n".join(header_lines(header))
+    assert "2 rounds (targets alternate; the median round kept)" in text
+    assert "other processes kept 40% of the cores busy while measuring" in text
+    single = "\n".join(header_lines({**header, "rounds": 1, "others_cpu_share": None}))
+    assert "rounds" not in single and "other processes" not in single
+
+
+def test_contention_while_measuring_makes_the_machine_busy():
+    quiet = {"busy_warning": None}
+    note_contention(quiet, 0.1)
+    assert quiet == {"busy_warning": None, "others_cpu_share": 0.1}
+    busy = {"busy_warning": None}
+    note_contention(busy, BUSY_SHARE + 0.2)
+    assert busy["busy_warning"].startswith("machine busy: other processes kept 45% of the cores busy")
+    loaded = {"busy_warning": "machine busy: load average 9"}
+    note_contention(loaded, 0.9)
+    assert loaded["busy_warning"] == ("machine busy: load average 9; other processes kept 90% of the cores busy "
+                                      "while measuring")
+    unknown = {"busy_warning": None}
+    note_contention(unknown, None)
+    assert unknown == {"busy_warning": None, "others_cpu_share": None}
+
+
+def test_rounds_alternate_the_targets_and_a_fall_must_repeat(monkeypatch, tmp_path, tiny_checkpoint, calib_file):
+    """Fake workers: targets a and b, two rounds; b falls at batch 8 in its first round only (its batch 1 is slow
+    in the second: contention), and the merged records (the faster round of two) fall too."""
+    built = [SimpleNamespace(target=name, folder=tmp_path / name, model="m",
+                             manifest=SimpleNamespace(checkpoint=SimpleNamespace(sha256=name))) for name in "ab"]
+    calls: list[str] = []
+
+    def worker(folder, target, config, on_event, structures):
+        calls.append(target)
+        if target == "a":
+            records = [rec("a", 1, 100), rec("a", 8, 400)]
+        else:  # b's first round (call 2) falls from 100/s to 80/s; its second (call 3) has 50/s at batch 1
+            records = [rec("b", 1, 100 if len(calls) == 2 else 50), rec("b", 8, 80)]
+        return {"records": [r.to_dict() for r in records], "notices": [f"{target} notice"], "info": {}}
+
+    monkeypatch.setattr(driver, "_build_all", lambda *args: (built, []))
+    monkeypatch.setattr(driver, "run_worker", worker)
+    monkeypatch.setattr(driver, "note_contention", lambda header, share: header.update(others_cpu_share=0.0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    config = BenchConfig(model=str(tiny_checkpoint), targets="eager,onnx", batch_sizes=[1, 8], atoms=20,
+                         structures=calib_file, out=tmp_path, rounds=2)
+    events: list[str] = []
+    result = run_bench(config, on_event=events.append)
+    assert calls == ["a", "b", "b", "a"]
+    assert "b: starting worker (round 2 of 2)" in events
+    assert result.notices == ["a notice", "b notice"] and result.header["rounds"] == 2
+    b = next(s for s in result.summaries if s.target == "b")
+    assert [d["batch"] for d in b.drops] == [8] and b.reasons == ["seen in 1 of 2 rounds"]
+    assert "2 rounds (targets alternate" in to_markdown(result) and "FALLS" not in to_markdown(result)
+    with pytest.raises(UserInputError, match="--rounds"):
+        BenchConfig(rounds=0).validate()

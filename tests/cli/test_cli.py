@@ -40,6 +40,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         (["train", "--data", "missing.h5", "--out", "x.pt"], 65, ["missing.h5"]),
         (["verify", "no-such-folder"], 65, ["no-such-folder", "does not exist"]),
         (["predict", "tiny", "--structures", "in.extxyz", "--out", "out.csv"], 65, ["out.csv", "extended XYZ"]),
+        (["predict", "tiny", "--structures", "in.extxyz", "--out", "o.extxyz", "--cluster", "many"], 65,
+         ["--cluster", "local:N"]),
+        (["predict", "tiny", "--structures", "in.extxyz", "--out", "o.extxyz", "--chunk-size", "0"], 65,
+         ["--chunk-size"]),
+        (["data", "generate", "--out", "x.h5", "--cluster", "local:0"], 65, ["local workers"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):
@@ -72,17 +77,19 @@ def test_help_models_and_targets_list(tmp_path):
         assert f" {verb} " in helped.stdout, verb
     models = run_cli("models", cwd=tmp_path)
     assert models.returncode == 0
+    rows = {line.split()[1]: line for line in models.stdout.splitlines() if line.startswith("│")}
     for name in ("original", "tiny", "ultra-tiny", "metals-tiny"):
-        assert name in models.stdout
-    assert "periodic metals" in models.stdout and "molecules" in models.stdout
+        assert name in rows, name
+    assert " metals " in rows["metals-tiny"] and " molecules " in rows["tiny"] and "✓" in rows["tiny"]
     targets = run_cli("targets", cwd=tmp_path)
     assert targets.returncode == 0 and not targets.stderr.strip()
     for name in ("eager", "torchscript", "onnx", "trt", "cuda-graph"):
         assert name in targets.stdout
     if not torch.cuda.is_available():
-        assert "✗ needs a CUDA GPU" in targets.stdout or "✗ no CUDA GPU" in targets.stdout
+        assert "✗ cuda-graph: needs a CUDA GPU" in targets.stdout or "✗ cuda-graph: no CUDA GPU" in targets.stdout
 
 
+@pytest.mark.slow
 def test_build_then_verify_gate(tiny_checkpoint, calib_file, tmp_path):
     built = run_cli("build", "--model", tiny_checkpoint, "--target", "eager,onnx", "--out", tmp_path,
                     "--calib", calib_file)
@@ -121,3 +128,17 @@ def test_a_parity_failure_prints_its_report_and_exits_1(tiny_checkpoint, calib_f
                      "is unchanged"]
     assert (tmp_path / "tiny-test" / "eager" / "manifest.json").is_file()  # the other target still built
     assert not (tmp_path / "tiny-test" / "drifting-cli-test").exists()
+
+
+def test_predict_on_two_local_workers_writes_the_serial_file(tmp_path):
+    pytest.importorskip("distributed", reason="Dask distributed not installed (pip install deploycc[cluster])")
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "docs" / "examples" / "molecules.extxyz"
+    # The same chunks make the same calls (another chunking batches differently: float32 rounding differs).
+    serial = run_cli("predict", "tiny", "--structures", sample, "--out", tmp_path / "serial.extxyz",
+                     "--chunk-size", "3", cwd=tmp_path)
+    parallel = run_cli("predict", "tiny", "--structures", sample, "--out", tmp_path / "parallel.extxyz",
+                       "--cluster", "local:2", "--chunk-size", "3", cwd=tmp_path)
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-2000:]
+    assert (tmp_path / "serial.extxyz").read_text() == (tmp_path / "parallel.extxyz").read_text()
