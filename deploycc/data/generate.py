@@ -155,6 +155,8 @@ def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_fra
         return [], report
     rng = np.random.default_rng([seed, mol_id])
     frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report)
+    for frame, _energy, _forces in frames:
+        frame.calc = None  # the labels are kept; a teacher's calculator may not pickle back from a worker
     report.molecules = 1 if frames else 0
     return frames, report
 

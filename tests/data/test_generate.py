@@ -149,3 +149,17 @@ def test_a_teacher_that_labels_nothing_is_a_user_error():
 
     with pytest.raises(UserInputError, match="labelled no structure"):
         generate_molecules([("O", "water")], Teacher("never", Never, "test"), rattles=2, md_frames=0)
+
+
+def test_labelled_frames_carry_no_calculator_back():
+    """A worker returns frames through pickle: the teacher's calculator (tblite holds C objects) stays behind."""
+    import pickle
+
+    from deploycc.data.generate import label_molecule
+    from deploycc.data.teachers import get_teacher
+
+    frames, report = label_molecule((0, "CO"), get_teacher("emt"), rattles=2, md_frames=1, seed=0)
+    assert report.molecules == 1 and len(frames) == 3
+    assert all(frame.calc is None for frame, _e, _f in frames)
+    restored = pickle.loads(pickle.dumps(frames))
+    assert np.array_equal(restored[0][2], frames[0][2])
