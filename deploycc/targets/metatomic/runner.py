@@ -12,6 +12,7 @@ from vesin.metatomic import neighbor_lists_for_model
 
 from ...runtime.neighbours import NeighbourBatch
 from ..base import GraphInputs, Prediction, Runner
+from ..torchscript import SERIAL_ATOMS, intra_op_threads
 
 
 class MetatomicRunner(Runner):
@@ -38,7 +39,10 @@ class MetatomicRunner(Runner):
             strains.append(strain)
         for calculator in self.calculators:
             calculator.add_neighbor_list(systems, copy=True)
-        with torch.enable_grad():
+        serial = self.device.startswith("cpu") and batch.atoms <= SERIAL_ATOMS
+        # As the TorchScript runner (targets/torchscript.py): one plan, no profiling runs; small calls on one
+        # thread, where a two-thread OpenMP team stalls whenever the second core is busy.
+        with torch.enable_grad(), torch.jit.optimized_execution(False), intra_op_threads(1 if serial else None):
             result = self.model(systems, self.options, check_consistency=self.check_consistency)
             energies = result["energy"].block().values.reshape(-1)
             grads = torch.autograd.grad([energies.sum()], leaves + strains)
