@@ -137,3 +137,16 @@ def test_labelling_on_two_workers_makes_the_serial_dataset(client) -> None:
         assert np.array_equal(serial.splits[split], parallel.splits[split])
     assert serial_report.molecules == parallel_report.molecules == 5
     assert serial_report.skipped_reasons == parallel_report.skipped_reasons == {"RDKit embedding failed": 1}
+
+
+def test_a_scheduler_address_runs_on_that_cluster(structures, serial, tiny_checkpoint, client, tmp_path) -> None:
+    """`tcp://HOST:PORT` connects to a running scheduler (here the fixture's), uses its workers and leaves
+    the cluster running."""
+    address = client.scheduler.address
+    spec = parse_cluster(address)
+    assert not spec.local and address.startswith("tcp://127.0.0.1:")
+    out = tmp_path / "remote.extxyz"
+    predict_file(load(tiny_checkpoint), structures, out, chunk_size=CHUNK,
+                 distributed=Distributed(spec, str(tiny_checkpoint)))
+    assert_same_file(out, serial)
+    assert len(client.scheduler_info()["workers"]) == 2  # still up for others
