@@ -23,7 +23,8 @@ def predict_cmd(
     unseen_elements: str = typer.Option("warn", help="elements absent from the training data: warn, refuse, allow"),
     cluster: Optional[str] = typer.Option(None, help="evaluate on Dask workers: local:N, or tcp://HOST:PORT of a "
                                                      "running scheduler (workers must read the same files)"),
-    chunk_size: int = typer.Option(512, help="structures per chunk (one task each on a cluster)"),
+    chunk_size: Optional[int] = typer.Option(None, help="structures per chunk (one task each on a cluster; "
+                                                        "default 512)"),
 ) -> None:
     """Energies, forces (and stress, for periodic structures) for every structure of a file: the screening run."""
     from ..runtime.cluster import parse_cluster
@@ -31,7 +32,7 @@ def predict_cmd(
     from ..runtime.predict import Distributed, check_destination, predict_file
 
     check_destination(out, structures)
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise UserInputError(f"--chunk-size must be at least 1, got {chunk_size}")
     source = str(Path(artifact).resolve()) if Path(artifact).exists() else artifact  # as the workers see it
     distributed = None if cluster is None else Distributed(parse_cluster(cluster), source, device, unseen_elements)

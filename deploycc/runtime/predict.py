@@ -148,13 +148,14 @@ def evaluated_chunks(predictor: Predictor, structures: Path, chunk_size: int, di
 
 
 def predict_file(predictor: Predictor, structures: Path, out: Path,
-                 on_progress: Callable[[int, int], None] | None = None, chunk_size: int = CHUNK,
+                 on_progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
                  distributed: Distributed | None = None) -> PredictReport:
     """Evaluate every structure of `structures` with `predictor` (or on a cluster) and write them, labelled,
     to `out` (extxyz) in file order; the file is the same whichever way the chunks were evaluated."""
     import ase.io
 
     out = check_destination(out, structures)
+    chunk_size = CHUNK if chunk_size is None else chunk_size  # read at call time (tests shrink CHUNK)
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise UserInputError(f"--chunk-size must be a positive number of structures, got {chunk_size!r}")
     total = 0
