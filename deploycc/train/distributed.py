@@ -81,6 +81,10 @@ def session(device: str) -> Iterator[Context]:
     ctx = _join(device)
     try:
         yield ctx
+        if ctx.owned and dist.is_initialized():
+            # Every rank leaves together: a gloo group torn down while a peer still holds its connections can
+            # abort the process at exit ("terminate called without an active exception").
+            dist.barrier()
     finally:
         if ctx.owned and dist.is_initialized():
             dist.destroy_process_group()
