@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import nullcontext
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -170,10 +169,9 @@ def labelled_molecules(smiles: list[tuple[str, str]], teacher: Teacher, rattles:
         for mol_id, smi in items:
             yield (mol_id, smiles[mol_id][1], *label_molecule((mol_id, smi), teacher, rattles, md_frames, seed))
         return
-    from ..runtime.cluster import ClusterSpec, dask_client, ordered_map
+    from ..runtime.cluster import connected, ordered_map
 
-    context = dask_client(cluster) if isinstance(cluster, ClusterSpec) else nullcontext(cluster)
-    with context as client:
+    with connected(cluster) as client:
         for (mol_id, _smi), (frames, report) in ordered_map(client, label_molecule, items, teacher, rattles,
                                                             md_frames, seed):
             yield mol_id, smiles[mol_id][1], frames, report

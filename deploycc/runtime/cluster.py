@@ -90,6 +90,17 @@ def dask_client(spec: ClusterSpec) -> Iterator[Any]:
             cluster.close()
 
 
+@contextmanager
+def connected(cluster: Any) -> Iterator[Any]:
+    """A client for `cluster`: a ClusterSpec is connected (and a local one started) for the block, a
+    distributed.Client given by the caller is used as it is and left open."""
+    if isinstance(cluster, ClusterSpec):
+        with dask_client(cluster) as client:
+            yield client
+    else:
+        yield cluster
+
+
 def ordered_map(client: Any, function: Callable, items: Iterable, *args: Any) -> Iterator[tuple[Any, Any]]:
     """(item, function(item, *args)) for every item, in input order, computed on the cluster with a bounded
     number of tasks in flight.  A task's own exception is re-raised here (after its retries)."""

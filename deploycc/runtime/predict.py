@@ -17,7 +17,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import nullcontext
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -138,11 +137,10 @@ def evaluated_chunks(predictor: Predictor, structures: Path, chunk_size: int, di
         for chunk in chunks(structures, chunk_size):
             yield chunk, predictor.evaluate(chunk, check=False)  # validated in pass 1
         return
-    from .cluster import ClusterSpec, dask_client, evaluate_chunk, ordered_map
+    from .cluster import connected, evaluate_chunk, ordered_map
 
     d = distributed
-    context = dask_client(d.cluster) if isinstance(d.cluster, ClusterSpec) else nullcontext(d.cluster)
-    with context as client:
+    with connected(d.cluster) as client:
         yield from ordered_map(client, evaluate_chunk, chunks(structures, chunk_size), d.source, d.device,
                                d.unseen_elements)
 
