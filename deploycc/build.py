@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .artifact.layout import (MANIFEST, PARITY, REFERENCE, artifact_dir, build_lock, clean_stale_staging, publish,
-                              recover, staging_dir, storage_errors, write_json)
+from .artifact.layout import (MANIFEST, PARITY, REFERENCE, artifact_dir, build_lock, check_destination,
+                              clean_stale_staging, publish, recover, staging_dir, storage_errors, write_json)
 from .artifact.manifest import ArtifactFile, CheckpointRef, Manifest, read_manifest
 from .artifact.open import artifact_file
 from .checkpoint import CONFIG_DOMAIN, Checkpoint, file_sha256, load_checkpoint
 from .data.schema import Structures, read_structures
-from .errors import ArtifactError, MissingDependencyError, ParityError, UserInputError
+from .errors import ArtifactError, CheckpointError, MissingDependencyError, ParityError, UserInputError
 from .parity import ParityReport, check_parity
 from .paths import artifacts_root, default_calib_file
 from .runtime.neighbours import Structure, structures_of
@@ -73,8 +73,11 @@ def run_parity(reference: Checkpoint, runner: Runner, settings: TargetSettings, 
                ) -> ParityReport:
     """Parity of `runner` against the reference checkpoint's eager model (fp32, CPU)."""
     eager = eager_runner(copy.deepcopy(reference.model), "cpu")
-    return check_parity(eager, runner, structures, settings.tolerances, reference.model.cutoff,
-                        batch_size=16, max_atoms=settings.atoms.max)
+    try:
+        return check_parity(eager, runner, structures, settings.tolerances, reference.model.cutoff,
+                            batch_size=16, max_atoms=settings.atoms.max)
+    except UserInputError as exc:  # the reference itself is non-finite: say which checkpoint
+        raise CheckpointError(f"checkpoint {reference.path or reference.name}: {exc}") from None
 
 
 def _cache_key(checkpoint_sha: str, settings: TargetSettings, versions: dict[str, str], calib_sha: str) -> str:
@@ -101,13 +104,12 @@ def build(source: str, target_name: str, out_root: Path | None = None, device: s
     if reason is not None:
         raise MissingDependencyError(f"target '{target_name}' cannot build here: {reason}")
     checkpoint = load_checkpoint(source)
+    final = artifact_dir(out_root or artifacts_root(), checkpoint.name, target_name)
+    check_destination(final)
     calib_path = Path(calib) if calib else default_calib_file(checkpoint.config.periodic)
     rules = Rules.make(f"{checkpoint.name}/{target_name}", checkpoint.config.max_z, checkpoint.config.cutoff,
                        unseen_elements="allow")  # calibration may hold elements the model never saw
     structures = calibration_structures(calib_path, checkpoint.model.cutoff, rules)
-    final = artifact_dir(out_root or artifacts_root(), checkpoint.name, target_name)
-    if final.exists() and not final.is_dir():
-        raise UserInputError(f"{final} exists and is not a folder: choose another --out")
     # The source hash makes a code change (same version number, e.g. a git checkout) rebuild instead of reuse.
     versions = {**library_versions(), "deploycc-source-sha256": source_fingerprint()}
     key = _cache_key(checkpoint.sha256, settings, versions, file_sha256(calib_path))

@@ -14,7 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import UserInputError
 from .runtime.neighbours import Structure, neighbour_batch
+from .runtime.validate import formula
 from .targets.base import Prediction, Runner
 from .targets.settings import Tolerances
 
@@ -120,6 +122,16 @@ def output_checks(c: _Collected, tol: Tolerances) -> list[OutputCheck]:
     return checks
 
 
+def refuse_nonfinite_reference(expected: Prediction, indices: Sequence[int], chosen: Sequence[Structure]) -> None:
+    """The reference itself must be finite: otherwise the checkpoint is at fault, not the artifact."""
+    for k, structure in enumerate(chosen):
+        virial_ok = not structure.periodic or np.isfinite(expected.virials[k]).all()
+        if not (np.isfinite(expected.energies[k]) and np.isfinite(expected.forces_of(k)).all() and virial_ok):
+            raise UserInputError(f"it gives NaN or infinite energies or forces (eager, on "
+                                 f"calibration structure {indices[k]}, {formula(structure.numbers)}) before any export "
+                                 "is involved: its weights overflow float32 or are broken; retrain or fix it")
+
+
 def check_parity(reference: Runner, candidate: Runner, structures: Sequence[Structure], tolerances: Tolerances,
                  cutoff: float, batch_size: int = 16, max_atoms: int = 10**9) -> ParityReport:
     """Compare `candidate` with `reference` on single and batched structures."""
@@ -129,8 +141,11 @@ def check_parity(reference: Runner, candidate: Runner, structures: Sequence[Stru
     for idx in batches:
         chosen = [structures[k] for k in idx]
         batch = neighbour_batch(chosen, cutoff)
-        collected.add(chosen, reference.infer(batch), candidate.infer(batch))
-    checks = output_checks(collected, tolerances) if batches else []
+        expected = reference.infer(batch)
+        refuse_nonfinite_reference(expected, idx, chosen)
+        collected.add(chosen, expected, candidate.infer(batch))
+    with np.errstate(all="ignore"):  # a candidate's inf/NaN is reported by its check, not as a warning
+        checks = output_checks(collected, tolerances) if batches else []
     fitting = sum(1 for n in sizes if n <= max_atoms)
     return ParityReport(passed=bool(checks) and all(c.passed for c in checks), structures=fitting,
                         batches=len(batches), checks=checks, skipped_too_large=len(sizes) - fitting)

@@ -363,6 +363,12 @@ def _bad_structures() -> dict[str, tuple[Atoms, str]]:
             Atoms("H", cell=[0.9, 0.9, 0.9], pbc=True),
             "structure 1 (H): atom 0 has 738 neighbours within 5 Å; tiny-test/eager holds at most 512 (its "
             "neighbours profile)"),
+        "b62-coordinate-1e30": (Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [1e30, 0, 0]]),
+                                "structure 1 (H2O) has a coordinate of 1e+30 Å, beyond the 1e+09 Å deploycc accepts"),
+        "b62-span-above-1e5": (Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [2e6, 0, 0]]),
+                               "structure 1 (H2O) spans 2e+06 Å, more than the 1e+05 Å deploycc accepts"),
+        "b62-lattice-vector-above-1e5": (Atoms("Cu", cell=[2e5, 3.6, 3.6], pbc=True),
+                                         "structure 1 (Cu) is periodic but has a lattice vector longer than"),
         "b46-periodic-images-too-close": (close_images, "structure 1 (Cu2) has atoms 0 and 1 (periodic images) "
                                                         "0.25 Å apart, closer than the 0.5 Å"),
     }
@@ -711,3 +717,79 @@ def test_b55_bad_target_override_file(cli, tiny_checkpoint, calib_file, tmp_path
     override.write_text("speed = 'fast'\n")
     cli_error(cli("build", "--model", tiny_checkpoint, "--target", "eager", "--out", tmp_path, "--calib", calib_file),
               USER, f"{override}: unknown setting(s) speed")
+
+
+# --- usage errors, devices, destinations, broken checkpoints (issue 12) ----------------------------------
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["build", "--bogus"], "No such option: --bogus"),
+    (["train", "--batch-size", "abc"], "Invalid value for '--batch-size'"),
+    (["verify"], "Missing argument 'artifact'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+], ids=["unknown-flag", "bad-value", "missing-argument", "unknown-command"])
+def test_b63_usage_errors_exit_64(args, fragment):  # real process
+    line = assert_cli_error(run_cli(*args), 64, fragment)
+    assert line.endswith("--help')"), line  # says where the options are listed
+
+
+def test_b63_no_arguments_prints_the_help_and_exits_0():  # real process
+    result = run_cli()
+    assert result.returncode == 0 and "Usage" in result.stdout and result.stderr.strip() == ""
+
+
+def test_b64_unknown_device(cli, artifact, tmp_path):
+    structures = tmp_path / "in.extxyz"
+    ase.io.write(structures, molecules(2))
+    cli_error(cli("predict", artifact, "--device", "tpu", "--structures", structures, "--out", tmp_path / "o.extxyz"),
+              USER, "device 'tpu' is not one deploycc runs on: give cpu, cuda or cuda:N")
+    assert not (tmp_path / "o.extxyz").exists()
+    with pytest.raises(UserInputError, match="device 'gpu0' is not one deploycc runs on"):
+        load(artifact, device="gpu0")
+
+
+def test_b62_far_coordinate_through_predict_is_one_line_not_a_crash(artifact, tmp_path):  # real process
+    structures = tmp_path / "far.extxyz"
+    ase.io.write(structures, [Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [1e30, 0, 0]])])
+    result = run_cli("predict", artifact, "--structures", structures, "--out", tmp_path / "o.extxyz")
+    assert_cli_error(result, USER, "structure 0 (H2O) has a coordinate of 1e+30 Å")
+    assert not (tmp_path / "o.extxyz").exists()
+
+
+@pytest.mark.parametrize("where", ["a-file", "below-a-file"])
+def test_b65_build_out_that_is_or_sits_below_a_file(cli, tiny_checkpoint, calib_file, tmp_path, where):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n")
+    out = blocker if where == "a-file" else blocker / "deeper"
+    cli_error(cli("build", "--model", tiny_checkpoint, "--target", "eager", "--out", out, "--calib", calib_file),
+              USER, f"{blocker} is a file, not a folder (choose another --out)")
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_b65_build_out_that_is_not_writable(cli, tiny_checkpoint, calib_file, tmp_path, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    cli_error(cli("build", "--model", tiny_checkpoint, "--target", "eager", "--out", tmp_path / "new",
+                  "--calib", calib_file), STORAGE, f"{tmp_path} is not writable")
+    assert not (tmp_path / "new").exists()
+
+
+def test_b66_a_checkpoint_whose_eager_model_overflows(cli, tmp_path, calib_file):
+    model = make_model()
+    with torch.no_grad():
+        model.scale.fill_(3e38)  # finite weights, infinite energies
+    path = tmp_path / "overflow.pt"
+    save_checkpoint(model, path, {"teacher": "none"})
+    line = cli_error(cli("build", "--model", path, "--target", "eager", "--out", tmp_path, "--calib", calib_file),
+                     USER, f"checkpoint {path}: it gives NaN or infinite energies or forces (eager, on calibration "
+                           "structure")
+    assert "before any export is involved" in line
+    assert not (tmp_path / "overflow" / "eager").exists()
+
+
+def test_b67_manifest_naming_an_unknown_target(cli, artifact_copy, calib_file):
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    manifest["target"] = "tensorflow"
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
+    cli_error(cli("verify", artifact_copy, "--data", calib_file), USER,
+              f"{artifact_copy / 'manifest.json'}: target 'tensorflow' is not one this deploycc knows")

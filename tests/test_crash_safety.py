@@ -119,15 +119,18 @@ def test_sigkill_midway_leaves_the_previous_artifact_byte_identical(moment, publ
     assert snapshot(published) == before
 
 
-def test_ctrl_c_midway_exits_130_and_cleans_up(published, tiny_checkpoint, slow_calib, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_midway_exits_130_or_143_and_cleans_up(published, tiny_checkpoint, slow_calib, tmp_path,
+                                                            signum, code):
     before = snapshot(published)
     process = start_build(tiny_checkpoint, tmp_path, slow_calib)
     wait_for(process, staged(published, ARTIFACT_FILE))
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, (out[-2000:], err[-2000:])
+    assert process.returncode == code, (out[-2000:], err[-2000:])
     lines = [line for line in err.splitlines() if line.strip()]
-    expected = f"error: interrupted while building {TARGET}; the previous artifact (if any) is unchanged"
+    expected = (f"error: interrupted while building {TARGET}; the previous artifact (if any) is unchanged and its "
+                "staging folder was removed")
     assert len(lines) == 1 and lines[0] == expected, err
     assert "Traceback" not in out + err
     assert snapshot(published) == before
@@ -169,3 +172,26 @@ def test_failed_build_keeps_nothing_half_written(published, tiny_checkpoint, cal
         build(str(tiny_checkpoint), TARGET, tmp_path, calib=calib_file, force=True)
     assert snapshot(published) == before
     assert leftovers(published) == []
+
+
+def test_sigterm_during_predict_exits_143_and_keeps_the_previous_output(tiny_checkpoint, tmp_path):
+    import ase.io
+
+    rng = np.random.default_rng(11)
+    structures = tmp_path / "many.extxyz"
+    ase.io.write(structures, [Atoms(*random_molecule(rng, 12)) for _ in range(4000)])
+    out = tmp_path / "labelled.extxyz"
+    out.write_text("previous output\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "deploycc", "predict", str(tiny_checkpoint), "--structures",
+                                str(structures), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    temporary = lambda: any(tmp_path.glob(f".{out.name}.tmp-*"))  # noqa: E731
+    wait_for(process, temporary)
+    process.send_signal(signal.SIGTERM)
+    stdout, err = process.communicate(timeout=120)
+    assert process.returncode == 143, (stdout[-2000:], err[-2000:])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["error: interrupted; temporary files were removed, inputs and previous outputs are unchanged"]
+    assert out.read_text() == "previous output\n"
+    assert not temporary()

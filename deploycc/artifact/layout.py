@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ArtifactError, StorageError
+from ..errors import ArtifactError, StorageError, UserInputError
 
 MANIFEST = "manifest.json"
 PARITY = "parity.json"
@@ -132,6 +132,21 @@ def storage_errors(final: Path) -> Iterator[None]:
             raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): build into a writable folder "
                                "(--out)") from None
         raise
+
+
+def check_destination(final: Path) -> None:
+    """Before any work: `final` is (or can become) a folder, below folders only, in a writable place."""
+    if final.exists() and not final.is_dir():
+        raise UserInputError(f"{final} exists and is not a folder: choose another --out")
+    existing = final
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling link: building would write through it into nowhere
+            raise UserInputError(f"{existing} is a broken symbolic link: remove it or choose another --out")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f"cannot build into {final}: {existing} is a file, not a folder (choose another --out)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot write {final}: {existing} is not writable (build into a writable folder: --out)")
 
 
 def publish(staged: Path, final: Path) -> None:

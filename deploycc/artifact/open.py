@@ -8,7 +8,7 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, file_sha256, load_checkpoint
 from ..errors import ArtifactError, DeployccError, MissingDependencyError
-from ..targets.base import Runner, Target, get_target, open_runner
+from ..targets.base import Runner, Target, get_target, open_runner, registered
 from ..targets.settings import TargetSettings
 from .layout import MANIFEST, PARITY, REFERENCE, artifact_folder, recover_if_interrupted
 from .manifest import Manifest, read_manifest
@@ -68,6 +68,9 @@ def open_artifact(path: Path | str, device: str | None = None, extra: dict[str, 
     recover_if_interrupted(folder)  # a build killed mid-publish: restore the previous artifact
     manifest = read_manifest(folder)
     file = artifact_file(folder, manifest)
+    if manifest.target not in registered():
+        raise ArtifactError(f"{folder / MANIFEST}: target {manifest.target!r} is not one this deploycc knows "
+                            f"({', '.join(registered())}): rebuild the artifact or upgrade deploycc")
     target = get_target(manifest.target)
     settings = built_settings(target, manifest, folder).with_device(device)
     if extra:

@@ -11,6 +11,7 @@ import typer
 from ..errors import MissingDependencyError, ParityError, UnseenElementWarning, UnsupportedModelError
 from .app import MODEL_HELP, app
 from .console import console, errors
+from .signals import Interrupted
 from .render import activity, escape, print_build_summary, print_parity, print_targets, print_verify, report_unseen
 
 
@@ -40,9 +41,8 @@ def build_cmd(
                 update(f"{name}: starting")
                 result = build(model, name, out, device, force, calib, stage=lambda s, n=name: update(f"{n}: {s}"))
         except KeyboardInterrupt:
-            errors.print(f"error: interrupted while building {name}; the previous artifact (if any) is unchanged",
-                         markup=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise Interrupted(f"interrupted while building {name}; the previous artifact (if any) is unchanged "
+                              "and its staging folder was removed") from None
         except (MissingDependencyError, UnsupportedModelError) as exc:
             if target != "all":
                 raise

@@ -32,6 +32,7 @@ class DeployccCalculator(Calculator):
     """`atoms.calc = DeployccCalculator("artifacts/tiny/onnx")` runs ASE optimisers and MD unchanged."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    _claim = threading.Lock()  # makes "first caller owns it" atomic between threads
 
     def __init__(self, source: str | os.PathLike | Predictor = "tiny", device: str | None = None,
                  unseen_elements: str = "warn", skin: float = 0.0, **kwargs) -> None:
@@ -58,6 +59,16 @@ class DeployccCalculator(Calculator):
         if not np.array_equal(old.pbc, atoms.pbc):
             changes.append("pbc")
         return changes
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's entry point: refuse a second thread here, before ASE resets the owner's results."""
+        self._check_thread()
+        return super().get_property(name, atoms, allow_calculation)
+
+    def reset(self) -> None:
+        if getattr(self, "_owner", None) is not None:
+            self._check_thread()
+        super().reset()
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         self._check_thread()
@@ -87,8 +98,10 @@ class DeployccCalculator(Calculator):
     def _check_thread(self) -> None:
         current = threading.get_ident()
         if self._owner is None:
-            self._owner = current
-        elif self._owner != current:
+            with self._claim:
+                if self._owner is None:
+                    self._owner = current
+        if self._owner != current:
             raise UserInputError("a DeployccCalculator is used by a second thread; give each thread its own "
                                  "calculator (they may share one Predictor)")
 

@@ -21,6 +21,10 @@ from .neighbours import HalfList, Structure, half_list
 
 UNSEEN_POLICIES = ("warn", "refuse", "allow")
 MIN_DISTANCE = 0.5  # Å: closer pairs than any chemistry the shipped training sets hold (H2 is 0.74 Å)
+# Beyond these the neighbour search (vesin's cell grid) can crash the process with a floating-point
+# exception, and float64 positions resolve no better than 1e-7 Å: no atomistic system comes near either.
+MAX_EXTENT = 1e5  # Å, the span of a structure's positions along any axis (10 µm)
+MAX_COORDINATE = 1e9  # Å from the origin
 
 
 def check_unseen_policy(policy: str) -> str:
@@ -90,9 +94,22 @@ def check_structure(structure: Structure, where: str, rules: Rules) -> None:
         raise UserInputError(f"{name} has atomic number {bad} outside 1..{rules.max_z}")
     if not np.all(np.isfinite(structure.positions)):
         raise UserInputError(f"{name} has NaN or infinite positions")
+    check_extent(structure.positions, name)
     if structure.periodic:
         check_cell(structure, name)
     check_unseen_elements(name, z, rules)
+
+
+def check_extent(positions: np.ndarray, name: str) -> None:
+    """Positions within MAX_COORDINATE of the origin and spanning at most MAX_EXTENT along each axis."""
+    farthest = float(np.abs(positions).max())
+    if farthest > MAX_COORDINATE:
+        raise UserInputError(f"{name} has a coordinate of {farthest:.3g} Å, beyond the {MAX_COORDINATE:.0e} Å "
+                             "deploycc accepts: check the units, or move the structure to the origin")
+    span = float((positions.max(axis=0) - positions.min(axis=0)).max())
+    if span > MAX_EXTENT:
+        raise UserInputError(f"{name} spans {span:.3g} Å, more than the {MAX_EXTENT:.0e} Å deploycc accepts: "
+                             "check the units, or split it into separate structures")
 
 
 def check_cell(structure: Structure, name: str) -> None:
@@ -101,6 +118,9 @@ def check_cell(structure: Structure, name: str) -> None:
     if not np.all(np.isfinite(cell)):
         raise UserInputError(f"{name} is periodic but its cell has NaN or infinite entries")
     periodic = cell[pbc]
+    if np.linalg.norm(periodic, axis=1).max() > MAX_EXTENT:
+        raise UserInputError(f"{name} is periodic but has a lattice vector longer than the {MAX_EXTENT:.0e} Å "
+                             "deploycc accepts: check the units")
     gram = periodic @ periodic.T
     if np.any(np.linalg.norm(periodic, axis=1) < 1e-6) or np.linalg.det(gram) < 1e-6 * np.prod(np.diag(gram)):
         raise UserInputError(f"{name} is periodic but its cell has zero volume (degenerate lattice vectors)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -91,7 +92,7 @@ class TargetSettings:
         return asdict(self)
 
     def with_device(self, device: str | None) -> "TargetSettings":
-        return self if device is None else replace(self, device=device)
+        return self if device is None else replace(self, device=checked_device(device))
 
     def merged(self, raw: dict[str, Any], source: str) -> "TargetSettings":
         """These settings with the keys of `raw` (a TOML document or a manifest's settings) replaced."""
@@ -107,7 +108,13 @@ class TargetSettings:
                     values[name] = kind(**{**asdict(getattr(self, name)), **_table(raw[name], name, source)})
             for name in ("target", "device", "precision"):
                 if name in raw:
-                    values[name] = str(raw[name])
+                    if not isinstance(raw[name], str):
+                        raise TypeError(f"'{name}' must be a string, got {type(raw[name]).__name__}")
+                    values[name] = raw[name]
+            if "device" in values:
+                values["device"] = checked_device(values["device"])
+            if values.get("precision", self.precision) not in PRECISIONS:
+                raise ValueError(f"precision {values['precision']!r} is not one of {', '.join(PRECISIONS)}")
             if "opset" in raw:
                 values["opset"] = int(raw["opset"])
             if "simplify" in raw:
@@ -120,6 +127,17 @@ class TargetSettings:
         if merged.opset > 20:
             raise UserInputError(f"{source}: opset {merged.opset} is above 20, the TensorRT ONNX parser's limit")
         return merged
+
+
+PRECISIONS = ("fp32", "fp16-mixed")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def checked_device(device: str) -> str:
+    """`device` when it is cpu, cuda or cuda:N (the devices any target runs on), else a one-line refusal."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise UserInputError(f"device {device!r} is not one deploycc runs on: give cpu, cuda or cuda:N")
+    return device
 
 
 def _table(value: Any, name: str, source: str) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_every_field_is_checked(copy, change, fragment):
 
 def test_unknown_target_in_a_manifest(copy):
     rewrite(copy, lambda m: m.update(target="tensorflow"))
-    with pytest.raises(UserInputError, match="unknown target 'tensorflow'"):
+    with pytest.raises(UserInputError, match="manifest.json: target 'tensorflow' is not one this deploycc knows"):
         open_artifact(copy)
 
 

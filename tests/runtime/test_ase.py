@@ -305,3 +305,45 @@ def test_calculator_results_carry_stress_only_when_finite():
     stress = stress + stress.T
     np.testing.assert_array_equal(calculator_results(1.0, forces, stress)["stress"],
                                   [0, 8, 16, 12, 8, 4])
+
+
+def test_threads_racing_for_one_calculator_never_disturb_its_owner(tiny_checkpoint):
+    """Four threads start at once on one calculator, each with its own molecule: exactly one owns it and
+    always gets its own molecule's result; the others are refused before they can reset the owner's state."""
+    predictor = load(tiny_checkpoint)
+    rng = np.random.default_rng(3)
+    shapes = [3, 4, 5, 6]
+    molecules = [Atoms(*random_molecule(rng, n)) for n in shapes]
+    expected = []
+    for atoms in molecules:
+        probe = atoms.copy()
+        probe.calc = DeployccCalculator(predictor)
+        expected.append(probe.get_forces())
+    for trial in range(20):
+        shared = DeployccCalculator(predictor)
+        start = threading.Barrier(len(molecules))
+        outcomes: list[list[object]] = [[] for _ in molecules]
+
+        def work(k: int) -> None:
+            atoms = molecules[k].copy()
+            atoms.calc = shared
+            start.wait()
+            for step in range(10):
+                atoms.positions[0, 0] += 1e-4 * (-1) ** step  # a new calculation every call
+                try:
+                    outcomes[k].append(atoms.get_forces().shape)
+                except UserInputError as exc:
+                    outcomes[k].append(str(exc))
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(molecules))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        owners = [k for k, got in enumerate(outcomes) if any(isinstance(x, tuple) for x in got)]
+        assert len(owners) == 1, (trial, outcomes)
+        owner = owners[0]
+        assert outcomes[owner] == [(shapes[owner], 3)] * 10, (trial, outcomes[owner])
+        for k, got in enumerate(outcomes):
+            if k != owner:
+                assert all("used by a second thread" in str(x) for x in got), (trial, got)
