@@ -1,7 +1,8 @@
 """User-facing errors: the CLI turns each into one line and an exit code; bugs keep their tracebacks.
 
-Exit codes: 1 parity failure, 2 missing dependency or device (e.g. TensorRT, a GPU), 65 bad input
-(arguments, files, structures; EX_DATAERR), 74 disk full or not writable (EX_IOERR), 130 interrupted (Ctrl-C).
+Exit codes: 1 parity failure, 2 missing dependency or device (e.g. TensorRT, a GPU), 64 usage error (an unknown
+flag, a value of the wrong type; EX_USAGE), 65 bad input (arguments, files, structures; EX_DATAERR), 74 disk
+full or not writable (EX_IOERR), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 Anything else non-zero is a bug and prints a traceback.  docs/bad-inputs.md tables every bad input.
 """
 

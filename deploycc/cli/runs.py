@@ -55,7 +55,7 @@ def predict_cmd(
 def md_cmd(
     artifact: str = typer.Argument(..., help=ARTIFACT_HELP),
     structure: Path = typer.Option(..., help="any ASE-readable structure file (its last frame)"),
-    temperature: float = typer.Option(300.0, help="target temperature (K)"),
+    temperature: float = typer.Option(300.0, help="target temperature (K, above 0 and at most 10000)"),
     timestep_fs: float = typer.Option(0.5, help="time step (fs)"),
     ps: float = typer.Option(10.0, help="NVE length (ps)"),
     steps: Optional[int] = typer.Option(None, help="NVE length in steps (overrides --ps)"),
@@ -66,7 +66,8 @@ def md_cmd(
                                     help="periodic structures: relax the cell too, by stress (zero pressure)"),
     friction: float = typer.Option(0.01, help="Langevin friction (1/fs)"),
     seed: int = typer.Option(0, help="seed of the initial velocities and the thermostat"),
-    log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames"),
+    log_interval: int = typer.Option(10, help="steps between energy samples and trajectory frames "
+                                              "(at most the NVE steps)"),
     skin: float = typer.Option(0.0, help="Verlet skin of the neighbour list (Å): rebuilt after skin/2 of motion"),
     compare: Optional[str] = typer.Option(None, help="'eager' (the artifact's checkpoint) or another model: "
                                                      "rerun NVE from the same start, report divergence"),
@@ -76,22 +77,31 @@ def md_cmd(
     gate: bool = typer.Option(True, "--gate/--no-gate", help="exit 1 when a check fails"),
 ) -> None:
     """Relax, Langevin-equilibrate, then NVE MD via ASE: energy drift, T, ms/step; exit 1 on a failed check."""
-    from ..md import MdSettings, eager_reference, read_structure, run_md, write_outputs
+    import math
+
+    from ..md import MdSettings, check_outputs, check_structure, eager_reference, read_structure, run_md, write_outputs
     from ..paths import artifacts_root
     from ..runtime.load import load
 
-    if not timestep_fs > 0 or not ps > 0 or not equilibrate_ps >= 0:
+    if not (0 < timestep_fs < math.inf and 0 < ps < math.inf and 0 <= equilibrate_ps < math.inf):
         raise UserInputError(f"--timestep-fs and --ps must be positive and --equilibrate-ps not negative, got "
                              f"{timestep_fs:g}, {ps:g}, {equilibrate_ps:g}")
-    atoms = read_structure(structure)
+    for flag, value in (("--max-drift", max_drift), ("--max-temperature-error", max_temperature_error)):
+        if not 0 <= value < math.inf:
+            raise UserInputError(f"{flag} must be a finite number >= 0, got {value:g}")
     settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
                           nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
                           equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,
                           relax_steps=relax_steps, relax_cell=relax_cell, log_interval=log_interval, skin=skin)
     settings.check()
+    atoms = read_structure(structure)
+    check_structure(atoms, structure)
+    if out is not None:  # before loading anything; the default folder is named after the model
+        check_outputs(out, structure, compare=compare is not None)
     predictor = load(artifact)
     other = None if compare is None else eager_reference(artifact) if compare == "eager" else load(compare)
     out = out or artifacts_root() / "md" / f"{structure.stem}-{predictor.label.replace('/', '-')}"
+    check_outputs(out, structure, compare=other is not None)
     with console.status("[bold]md[/bold]: relaxing") as status:
         result = run_md(predictor, atoms, settings, compare=other, out=out,
                         on_progress=lambda phase, done, total: status.update(

@@ -3,6 +3,7 @@ MdResult with its checks)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 
 from ..artifact.layout import json_safe
 from ..errors import UserInputError
+
+MAX_TEMPERATURE = 10_000.0  # K: hotter, a validation run measures atomization, not the force field
 
 
 @dataclass
@@ -34,11 +37,19 @@ class MdSettings:
     def check(self) -> None:
         """Refuse settings that cannot make a run (as user errors)."""
         for name in ("temperature", "timestep_fs", "friction", "relax_fmax"):
-            if not getattr(self, name) > 0:
-                raise UserInputError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise UserInputError(f"{name.replace('_', '-')} must be positive and finite, got {value}")
+        if self.temperature > MAX_TEMPERATURE:
+            raise UserInputError(f"temperature {self.temperature:g} K is outside the range of an MD validation "
+                                 f"run: give at most {MAX_TEMPERATURE:g} K")
         for name in ("nve_steps", "log_interval"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.log_interval > self.nve_steps:
+            raise UserInputError(f"log-interval {self.log_interval} is longer than the {self.nve_steps} NVE steps: "
+                                 f"that leaves 1 energy sample and the drift fit needs at least 2; give a log "
+                                 f"interval of at most {self.nve_steps} steps")
         if not self.skin >= 0:
             raise UserInputError(f"skin must be >= 0 Å, got {self.skin}")
         if self.equilibrate_steps < 0 or self.relax_steps < 0:
@@ -57,6 +68,7 @@ class Series:
     steps: int  # steps actually run
     wall_s: float
     stable: bool = True
+    stopped: str | None = None  # why NVE stopped early (unstable), e.g. an atom lost all its neighbours
 
     @property
     def total(self) -> np.ndarray:
@@ -75,6 +87,7 @@ class Stats:
     ms_per_step: float
     steps: int
     stable: bool
+    stopped: str | None = None  # why the run stopped early (None: it ran every step)
 
 
 @dataclass
@@ -118,15 +131,19 @@ class MdResult:
         """Drift, mean temperature and stability of the model under test (the first run)."""
         s, target = self.stats, self.settings.temperature
         error = abs(s.mean_temperature - target) / target
+        drift = abs(s.drift_mev_atom_ps)
+        samples = len(self.run.time_ps)
+        drift_text = (f"|drift| {drift:.3f} meV/atom/ps (max {max_drift:g})" if math.isfinite(drift) else
+                      f"|drift| not measured: {samples} energy sample{'s' if samples != 1 else ''}, the fit needs 2 "
+                      f"or more" + ("" if s.stable else " (the run stopped early)"))
+        stopped = s.stopped or f"T above {self.settings.max_temperature_factor:g}x target"
         return [
-            Check("drift", abs(s.drift_mev_atom_ps), max_drift, abs(s.drift_mev_atom_ps) <= max_drift,
-                  f"|drift| {abs(s.drift_mev_atom_ps):.3f} meV/atom/ps (max {max_drift:g})"),
+            Check("drift", drift, max_drift, bool(math.isfinite(drift) and drift <= max_drift), drift_text),
             Check("temperature", error, max_temperature_error, bool(error <= max_temperature_error),
                   f"mean NVE T {s.mean_temperature:.0f} K, {100 * error:.1f}% from {target:g} K "
                   f"(max {100 * max_temperature_error:g}%)"),
             Check("stable", float(s.steps), float(self.settings.nve_steps), s.stable,
-                  f"{s.steps}/{self.settings.nve_steps} NVE steps"
-                  + ("" if s.stable else f" (stopped: T above {self.settings.max_temperature_factor:g}x target)")),
+                  f"{s.steps}/{self.settings.nve_steps} NVE steps" + ("" if s.stable else f" (stopped: {stopped})")),
         ]
 
     def to_dict(self, **thresholds: float) -> dict[str, Any]:

@@ -8,14 +8,16 @@ with a second model (identical positions and velocities) and reports how far the
 
 from __future__ import annotations
 
+import errno
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..errors import StorageError, UserInputError
 from ..runtime.load import load, reference_predictor
 from ..runtime.predictor import Predictor
 from .results import Divergence, MdResult, MdSettings, Series, Stats
@@ -60,6 +62,105 @@ def read_structure(path: Path):
     if atoms is None or len(atoms) == 0:
         raise UserInputError(f"{path} holds no atoms")
     return atoms
+
+
+def check_structure(atoms, path: Path | str | None = None) -> None:
+    """Refuse a structure MD cannot run: a single atom has no dynamics once its momentum is zeroed."""
+    if len(atoms) < 2:
+        where = "the structure" if path is None else f"the structure in {path}"
+        hint = " (repeat the periodic cell into a supercell)" if np.any(atoms.get_pbc()) else ""
+        raise UserInputError(f"{where} has {len(atoms)} atom: MD needs at least 2{hint}")
+
+
+OUTPUT_FILES = ("nve.traj", "md.json", "energy.png")  # plus compare.traj with a second model
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def output_files(compare: bool = False) -> tuple[str, ...]:
+    """The names `run_md` and `write_outputs` write into the output folder."""
+    return OUTPUT_FILES[:1] + (("compare.traj",) if compare else ()) + OUTPUT_FILES[1:]
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def check_outputs(out: Path | str, structure: Path | str | None = None, compare: bool = False) -> Path:
+    """`out` if the MD outputs (trajectories, md.json, energy.png) can be written there without touching the
+    input structure; checked before any work, creating nothing. A folder in the way, a path below a file or
+    the input structure are user errors; an unwritable place is a StorageError."""
+    out = Path(out)
+
+    def same_as_input(path: Path) -> bool:
+        return (structure is not None and path.exists() and Path(structure).exists()
+                and os.path.samefile(path, structure))
+
+    try:
+        if os.path.lexists(out) and not out.is_dir():
+            if same_as_input(out):
+                raise UserInputError(f"--out {out} is the input structure: give a folder for the MD outputs")
+            what = "a broken link" if not out.exists() else "a file"
+            raise UserInputError(f"--out {out} is {what}, not a folder: MD writes {', '.join(output_files(compare))} "
+                                 f"into a folder")
+        existing = out.absolute()
+        while not os.path.lexists(existing):
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserInputError(f"--out {out}: {existing} is {'a file' if existing.exists() else 'a broken link'}, "
+                                 f"not a folder")
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+        for part in out.absolute().relative_to(existing).parts:
+            if len(os.fsencode(part)) > longest:
+                raise UserInputError(f"--out {out}: the name {part[:40]}... is longer than the {longest} bytes a "
+                                     f"file name may have here")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            why = "is on a read-only file system" if _read_only(existing) else "is not writable"
+            raise StorageError(f"cannot write the MD outputs to {out}: {existing} {why}")
+        for name in output_files(compare):
+            path = out / name
+            if not os.path.lexists(path):
+                continue
+            if same_as_input(path):
+                raise UserInputError(f"--out {out}: {path} is the input structure, which the run would overwrite; "
+                                     f"write the MD outputs to another folder")
+            if path.is_dir():
+                raise UserInputError(f"--out {out}: {path} is a folder; the run writes its {name} there as a file")
+            if not path.exists():
+                raise UserInputError(f"--out {out}: {path} is a broken link")
+            if not os.access(path, os.W_OK):
+                raise StorageError(f"cannot overwrite {path}: it is not writable")
+    except OSError as exc:  # e.g. a name too long
+        raise UserInputError(f"--out {out}: {exc.strerror or exc}") from None
+    return out
+
+
+@contextmanager
+def storage_errors(out: Path) -> Iterator[None]:
+    """A full or unwritable disk while writing the MD outputs becomes one line (StorageError)."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out
+        if exc.errno in _DISK_FULL:
+            raise StorageError(f"no space left on the device while writing {where}: free some space or write the "
+                               f"MD outputs elsewhere (--out)") from None
+        if exc.errno in _NOT_WRITABLE:
+            raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): write the MD outputs to a "
+                               f"writable folder (--out)") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise UserInputError(f"cannot write {out}: {os.strerror(exc.errno)}") from None
+        raise
+
+
+def neighbour_counts(atoms, cutoff: float) -> np.ndarray:
+    """How many atoms (periodic images included) lie within `cutoff` of each atom."""
+    from ase.neighborlist import neighbor_list
+
+    return np.bincount(neighbor_list("i", atoms, cutoff), minlength=len(atoms))
 
 
 def eager_reference(source: str | os.PathLike) -> Predictor:
@@ -127,7 +228,27 @@ def zero_momenta(atoms) -> None:
 
     vd.Stationary(atoms)
     if not np.any(atoms.get_pbc()):
-        vd.ZeroRotation(atoms)
+        zero_rotation(atoms)
+
+
+def zero_rotation(atoms) -> None:
+    """Subtract the rigid rotation that carries the angular momentum, keeping the kinetic energy (as ASE's
+    ZeroRotation does); rotation about an axis with no moment of inertia (a linear molecule's own axis, a single
+    atom) is left alone instead of divided by zero."""
+    masses = atoms.get_masses()
+    r = atoms.get_positions() - atoms.get_center_of_mass()
+    v = atoms.get_velocities()
+    kinetic = atoms.get_kinetic_energy()
+    momentum = (masses[:, None] * np.cross(r, v)).sum(axis=0)
+    inertia = (masses * (r ** 2).sum(axis=1)).sum() * np.eye(3) - np.einsum("i,ij,ik->jk", masses, r, r)
+    moments, axes = np.linalg.eigh(inertia)
+    keep = moments > 1e-8 * max(moments.max(), 1e-300)
+    along = axes.T @ momentum
+    omega = axes @ np.where(keep, along / np.where(keep, moments, 1.0), 0.0)
+    atoms.set_velocities(v - np.cross(omega, r))
+    after = atoms.get_kinetic_energy()
+    if kinetic > 0 and after > 0:
+        atoms.set_momenta(atoms.get_momenta() * np.sqrt(kinetic / after))
 
 
 class _Unstable(Exception):
@@ -135,8 +256,12 @@ class _Unstable(Exception):
 
 
 def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | None = None,
-        on_progress: Progress | None = None) -> Series:
-    """Velocity Verlet for `nve_steps`, sampling energies and positions every `log_interval` steps."""
+        on_progress: Progress | None = None, bonded: tuple[np.ndarray, float] | None = None) -> Series:
+    """Velocity Verlet for `nve_steps`, sampling energies and positions every `log_interval` steps.
+
+    Stops early as unstable when the temperature passes `max_temperature_factor` x target, an energy is not
+    finite, or (with `bonded`: which atoms had a neighbour within the cutoff at the start, and that cutoff) an
+    atom that had neighbours has none left: the structure flew apart."""
     from ase import units
     from ase.io import Trajectory
     from ase.md.verlet import VelocityVerlet
@@ -144,14 +269,31 @@ def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | No
     dyn = VelocityVerlet(atoms, settings.timestep_fs * units.fs, logfile=None)
     samples: list[tuple[float, float, float, np.ndarray]] = []
     limit = settings.max_temperature_factor * settings.temperature
+    stopped: list[str] = []
+    checking = [0.0]  # seconds spent on the neighbour check, kept out of the time per step
 
     def sample() -> None:
-        kinetic = atoms.get_kinetic_energy()
-        samples.append((dyn.nsteps * settings.timestep_fs / 1000.0, atoms.get_potential_energy(), kinetic,
-                        atoms.get_positions()))
+        kinetic, potential = atoms.get_kinetic_energy(), atoms.get_potential_energy()
+        t = dyn.nsteps * settings.timestep_fs / 1000.0
+        samples.append((t, potential, kinetic, atoms.get_positions()))
         if on_progress is not None:
             on_progress(label, dyn.nsteps, settings.nve_steps)
-        if not np.isfinite(kinetic) or 2 * kinetic / (dof * units.kB) > limit:
+        if not (np.isfinite(kinetic) and np.isfinite(potential)):
+            stopped.append(f"a non-finite energy at {t:g} ps")
+        elif 2 * kinetic / (dof * units.kB) > limit:
+            stopped.append(f"T above {settings.max_temperature_factor:g}x target at {t:g} ps")
+        elif bonded is not None:
+            had, cutoff = bonded
+            tic = time.perf_counter()
+            lost = np.flatnonzero(had & (neighbour_counts(atoms, cutoff) == 0))
+            checking[0] += time.perf_counter() - tic
+            if len(lost):
+                k = int(lost[0])
+                others = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
+                when = "by the start of NVE" if dyn.nsteps == 0 else f"by {t:g} ps"
+                stopped.append(f"atom {k} ({atoms[k].symbol}){others} lost all neighbours within the "
+                               f"{cutoff:g} Å cutoff {when}: the structure flew apart")
+        if stopped:
             raise _Unstable
 
     interval = max(settings.log_interval, 1)
@@ -167,9 +309,9 @@ def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | No
     finally:
         if writer is not None:
             writer.close()
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started - checking[0]
     t, pot, kin, pos = (np.array(column) for column in zip(*samples))
-    return Series(label, t, pot, kin, pos, int(dyn.nsteps), wall, stable)
+    return Series(label, t, pot, kin, pos, int(dyn.nsteps), wall, stable, stopped[0] if stopped else None)
 
 
 def stats_of(series: Series, n_atoms: int, dof: int) -> Stats:
@@ -180,7 +322,7 @@ def stats_of(series: Series, n_atoms: int, dof: int) -> Stats:
     temperature = 2 * series.kinetic / (dof * units.kB)
     return Stats(series.label, fit_drift(series.time_ps, per_atom), 1000.0 * float(np.std(per_atom)),
                  float(np.mean(temperature)), float(np.max(temperature)),
-                 1000.0 * series.wall_s / max(series.steps, 1), series.steps, series.stable)
+                 1000.0 * series.wall_s / max(series.steps, 1), series.steps, series.stable, series.stopped)
 
 
 def divergence(a: Series, b: Series, n_atoms: int) -> Divergence:
@@ -197,9 +339,13 @@ def run_md(predictor_or_source: Predictor | str | os.PathLike, atoms, settings: 
            compare: Predictor | str | os.PathLike | None = None, out: Path | None = None,
            on_progress: Progress | None = None) -> MdResult:
     """Relax, equilibrate and run NVE with a model; `compare` ("eager" or any source) reruns NVE from the
-    same start. With `out`, writes `nve.traj` (and `compare.traj`), `md.json` and `energy.png` there."""
+    same start. With `out`, writes `nve.traj` (and `compare.traj`) there, checking first that `write_outputs`
+    can add `md.json` and `energy.png`."""
     settings = settings or MdSettings()
     settings.check()
+    check_structure(atoms)
+    if out is not None:
+        out = check_outputs(out, compare=compare is not None)
     predictor = _predictor(predictor_or_source)
     if compare == "eager":
         if isinstance(predictor_or_source, Predictor):
@@ -207,18 +353,22 @@ def run_md(predictor_or_source: Predictor | str | os.PathLike, atoms, settings: 
         compare = eager_reference(predictor_or_source)
     other = None if compare is None else _predictor(compare)
     atoms = atoms.copy()
+    bonded = (neighbour_counts(atoms, predictor.cutoff) > 0, float(predictor.cutoff))  # the input's neighbours
     atoms.calc = _calculator(predictor, settings.skin)
     relaxed = relax(atoms, settings)
     equilibrate(atoms, settings, on_progress)
     start, dof, n = atoms.copy(), degrees_of_freedom(atoms), len(atoms)
-    out = None if out is None else Path(out)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    run = nve(atoms, predictor.label, settings, dof, out / "nve.traj" if out else None, on_progress)
+        with storage_errors(out):
+            out.mkdir(parents=True, exist_ok=True)
+    with storage_errors(out):
+        run = nve(atoms, predictor.label, settings, dof, out / "nve.traj" if out else None, on_progress, bonded)
     result = MdResult(atoms.get_chemical_formula(), n, dof, settings, relaxed, run, stats_of(run, n, dof))
     if other is not None:
         start.calc = _calculator(other, settings.skin)
-        result.compare = nve(start, other.label, settings, dof, out / "compare.traj" if out else None, on_progress)
+        with storage_errors(out):
+            result.compare = nve(start, other.label, settings, dof, out / "compare.traj" if out else None,
+                                 on_progress, bonded)
         result.compare_stats = stats_of(result.compare, n, dof)
         result.divergence = divergence(run, result.compare, n)
     if out is not None:
@@ -229,13 +379,14 @@ def run_md(predictor_or_source: Predictor | str | os.PathLike, atoms, settings: 
 
 
 def write_outputs(result: MdResult, out: Path, **thresholds: float) -> None:
-    """The JSON summary and the energy plot into `out` (the trajectories are written during the run)."""
-    import json
-
+    """The JSON summary and the energy plot into `out` (the trajectories are written during the run); a full or
+    unwritable disk is a StorageError."""
+    from ..artifact.layout import write_json
     from .plot import plot_energies
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result.files.update({"summary": str(out / "md.json"), "plot": str(out / "energy.png")})
-    (out / "md.json").write_text(json.dumps(result.to_dict(**thresholds), indent=2) + "\n")
-    plot_energies(result, out / "energy.png")
+    with storage_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        result.files.update({"summary": str(out / "md.json"), "plot": str(out / "energy.png")})
+        write_json(out / "md.json", result.to_dict(**thresholds))
+        plot_energies(result, out / "energy.png")
