@@ -26,12 +26,25 @@ from .targets.base import Runner
 from .targets.eager import eager_runner
 
 
+def check_labels(data: Structures, where: str) -> None:
+    """Refuse NaN or infinite reference labels (by structure index, prefixed with `where`, the file)."""
+    for k in range(len(data)):
+        if not np.isfinite(data.energies[k]) or not np.isfinite(data.forces[k]).all():
+            what = "energy" if not np.isfinite(data.energies[k]) else "forces"
+            raise UserInputError(f"{where}: structure {k} has NaN or infinite reference labels ({what})")
+
+
+def check_fits(data: Structures, where: str, max_atoms: int) -> None:
+    """Refuse a file none of whose structures the artifact's atoms profile takes: parity would compare nothing."""
+    if not any(len(z) <= max_atoms for z in data.numbers):
+        raise UserInputError(f"{where}: none of the {len(data)} structures fits the artifact's atoms profile "
+                             f"(at most {max_atoms} atom{'' if max_atoms == 1 else 's'})")
+
+
 def label_errors(runner: Runner, rules: Rules, settings, data: Structures) -> dict[str, float]:
     """Energy MAE per atom and force MAE/RMSE of a runner against the file's reference labels, over the
     structures the artifact's atoms profile takes (parity skips the others too)."""
-    for k in range(len(data)):
-        if not np.isfinite(data.energies[k]) or not np.isfinite(data.forces[k]).all():
-            raise UserInputError(f"structure {k} of the data file has NaN or infinite reference labels")
+    check_labels(data, "the data file")  # verify() has checked them already, naming the file
     fitting = [k for k, z in enumerate(data.numbers) if len(z) <= settings.atoms.max]
     skipped = len(data) - len(fitting)
     data = data.subset(fitting)
@@ -56,8 +69,11 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
            unseen_elements: str = "warn") -> dict[str, Any]:
     """Check hashes, rerun parity against the manifest's checkpoint, and compare with labels if present.
 
-    The structures are checked first (bad ones are refused with UserInputError, as `deploycc.api` does);
-    `unseen_elements` (warn, refuse, allow) handles elements absent from the model's training data."""
+    The structures are checked first (bad ones are refused with UserInputError naming the file, as
+    `deploycc.api` does), and so are the reference labels (NaN or infinite ones are refused) and the sizes (a
+    file none of whose structures fits the artifact's atoms profile is refused: parity would compare nothing),
+    all before parity runs; `unseen_elements` (warn, refuse, allow) handles elements absent from the model's
+    training data."""
     check_unseen_policy(unseen_elements)
     opened = open_artifact(folder, device)
     checkpoint = reference_checkpoint(opened.folder, opened.manifest)
@@ -65,6 +81,9 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
     rules = Rules.make(opened.label, checkpoint.config.max_z, checkpoint.config.cutoff, opened.manifest.elements,
                        unseen_elements, opened.settings.neighbours.max)
     data = read_structures(path)
+    if data.has_labels:
+        check_labels(data, str(path))
+    check_fits(data, str(path), opened.settings.atoms.max)
     structures = calibration_structures(path, checkpoint.config.cutoff, rules, data)  # every structure checked
     installed = opened.target.settings(device).tolerances
     settings = replace(opened.settings, tolerances=installed)

@@ -278,7 +278,7 @@ def test_invalid_input_through_the_cli_is_one_line_exit_65(tiny_checkpoint, tmp_
     captured = capsys.readouterr()
     assert info.value.code == 65, captured.err
     lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"error: structure {where}") and fragment in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: structure {where}") and fragment in lines[0], lines
     assert "Traceback" not in captured.out + captured.err
     assert not out.exists() and not list(tmp_path.glob(".out.extxyz.tmp-*"))
 

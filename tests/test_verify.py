@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,14 +165,12 @@ def test_cli_gate_exits_1_and_reports_the_disagreement(built, onnx_copy, calib_f
     assert written["parity"]["passed"] is False and written["manifest_disagrees"]["forces_abs"] == [5e-4, 0.0]
 
 
-def test_an_artifact_that_takes_none_of_the_structures_fails_without_a_crash(built, calib_file, tmp_path):
+def test_an_artifact_that_takes_none_of_the_structures_is_refused_naming_the_file(built, calib_file, tmp_path):
     copy = tmp_path / "copy" / "eager"
     shutil.copytree(built["eager"], copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["settings"]["atoms"] = {"min": 1, "opt": 1, "max": 1}  # as if built for single atoms
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    report = verify(copy, calib_file)
-    assert report["parity"]["passed"] is False and report["parity"]["skipped_too_large"] == 12
-    assert report["parity"]["checks"] == [] and report["parity"]["structures"] == 0
-    labels = report["vs_labels"]["eager"]
-    assert labels["structures"] == 0 and labels["skipped_too_large"] == 12 and np.isnan(labels["force_rmse"])
+    with pytest.raises(UserInputError, match=rf"^{re.escape(str(calib_file))}: none of the 12 structures fits the "
+                                             r"artifact's atoms profile \(at most 1 atom\)"):
+        verify(copy, calib_file)

@@ -3,9 +3,9 @@ written back as extended XYZ in input order: the high-throughput screening run.
 
 Structures are streamed from the file (ASE's `iread` for any format it reads; a deploycc HDF5 file is read
 whole, it is compact), so memory stays at one chunk however long the file is: a first pass validates every
-structure (a bad one is refused by its index before any work), a second evaluates chunk by chunk (calls
-sized by the Predictor's memory budget) and appends to a temporary file that is renamed over `out` at the
-end, so an interrupted run never leaves a half-written file.  The destination is checked first: it must
+structure (a bad one is refused by the file's path and its index before any work), a second evaluates chunk
+by chunk (calls sized by the Predictor's memory budget) and appends to a temporary file that is renamed over
+`out` at the end, so an interrupted run never leaves a half-written file.  The destination is checked first: it must
 name an extended-XYZ file (.extxyz, .xyz) in a writable folder and must not be the input.  With a cluster
 (runtime/cluster.py) the chunks are evaluated on Dask workers and written in the same order, so the file is
 the same as the serial run's.
@@ -157,8 +157,11 @@ def predict_file(predictor: Predictor, structures: Path, out: Path,
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise UserInputError(f"--chunk-size must be a positive number of structures, got {chunk_size!r}")
     total = 0
-    for chunk in chunks(structures, chunk_size):  # pass 1: every bad structure is refused, by its index
-        predictor.validate(chunk, first_index=total)
+    for chunk in chunks(structures, chunk_size):  # pass 1: every bad structure is refused, by file and index
+        try:
+            predictor.validate(chunk, first_index=total)
+        except UserInputError as exc:  # "structure 1 has no atoms" -> "in.h5: structure 1 has no atoms"
+            raise UserInputError(f"{structures}: {exc}") from None
         total += len(chunk)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     done, atoms_count, with_stress = 0, 0, False

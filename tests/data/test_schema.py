@@ -416,3 +416,351 @@ def test_from_atoms_without_labels_and_requiring_them():
     assert not data.pbc.any() and data.cells.shape == (1, 3, 3)
     with pytest.raises(UserInputError, match="no energy/forces labels"):
         from_atoms(plain, require_labels=True)
+
+
+# --- the schema on read: every dataset checked against SCHEMA, one line naming the file and the dataset ---------
+
+
+def raw_h5(path, **datasets):
+    """An HDF5 file holding exactly these datasets (None: a group instead; 'split/x' nests)."""
+    with h5py.File(path, "w") as h5:
+        for key, value in datasets.items():
+            if value is None:
+                h5.create_group(key)
+            else:
+                h5.create_dataset(key, data=value)
+        h5.attrs["format_version"] = SCHEMA_VERSION
+    return path
+
+
+def valid_datasets() -> dict:
+    """The datasets write_h5 writes for make_structures(12): 4 structures of 3, 5, 9, 1 atoms (18 atoms)."""
+    data = make_structures(12)
+    offsets = np.concatenate([[0], np.cumsum(SIZES)]).astype(np.int64)
+    return {"atomic_numbers": np.concatenate(data.numbers), "positions": np.concatenate(data.positions),
+            "offsets": offsets, "energies": data.energies, "forces": np.concatenate(data.forces),
+            "cells": data.cells, "pbc": data.pbc, "group": data.group,
+            **{f"split/{name}": idx for name, idx in data.splits.items()}}
+
+
+def _with(**changes):
+    def edit(d):
+        for key, value in changes.items():
+            if value is ...:
+                d.pop(key)
+            else:
+                d[key] = value(d) if callable(value) else value
+    return edit
+
+
+def _set(key, index, value, dtype=None):
+    def change(d):
+        a = d[key].astype(dtype) if dtype is not None else d[key].copy()
+        a[index] = value
+        return a
+    return change
+
+
+def _split_dataset(d):
+    for name in SPLITS:
+        d.pop(f"split/{name}")
+    d["split"] = np.arange(4)
+
+
+# case: (edit of the valid datasets, the field named, the message after "<path>: ")
+BAD_H5 = {
+    "positions_two_columns": (_with(positions=lambda d: d["positions"][:, :2]), "positions",
+                              "'positions' must have shape (atoms, 3), got (18, 2) (the file has 18 atoms)"),
+    "positions_missing": (_with(positions=...), "positions",
+                          "not a deploycc HDF5 file: no 'positions' dataset (it needs atomic_numbers, positions, "
+                          "offsets)"),
+    "positions_nan": (_with(positions=_set("positions", (4, 1), np.nan)), "positions",
+                      "'positions' is NaN or infinite at structure 1 (atom 1)"),
+    "numbers_strings": (_with(atomic_numbers=lambda d: np.array([b"H"] * 18)), "atomic_numbers",
+                        "'atomic_numbers' must hold integers (int64), got strings (|S1)"),
+    "numbers_fractional": (_with(atomic_numbers=_set("atomic_numbers", 5, 6.5, np.float64)), "atomic_numbers",
+                           "'atomic_numbers' must hold whole numbers (int64), got 6.5 at structure 1 (atom 2)"),
+    "numbers_zero": (_with(atomic_numbers=_set("atomic_numbers", 9, 0)), "atomic_numbers",
+                     "'atomic_numbers' holds 0 at structure 2 (atom 1); atomic numbers are 1 to 118"),
+    "numbers_two_dimensional": (_with(atomic_numbers=lambda d: d["atomic_numbers"].reshape(9, 2)), "atomic_numbers",
+                                "'atomic_numbers' must have shape (atoms,), got (9, 2)"),
+    "offsets_group": (_with(offsets=None), "offsets", "'offsets' must be a dataset, got a group"),
+    "offsets_scalar": (_with(offsets=np.int64(4)), "offsets",
+                       "'offsets' must have shape (structures + 1,), got () (a scalar)"),
+    "offsets_not_from_zero": (_with(offsets=_set("offsets", 0, 1)), "offsets", "'offsets' must start at 0, got 1"),
+    "offsets_decreasing": (_with(offsets=np.array([0, 8, 3, 17, 18])), "offsets",
+                           "'offsets' must never decrease, got 8 then 3 (entries 1 and 2)"),
+    "offsets_past_the_end": (_with(offsets=_set("offsets", -1, 25)), "offsets",
+                             "'offsets' ends at 25, past the end of the 18 atoms of 'atomic_numbers' and "
+                             "'positions'"),
+    "offsets_short_of_the_end": (_with(offsets=_set("offsets", -1, 17)), "offsets",
+                                 "'offsets' ends at 17, short of the 18 atoms of 'atomic_numbers' and 'positions'"),
+    "offsets_fractional": (_with(offsets=_set("offsets", 2, 8.5, np.float64)), "offsets",
+                           "'offsets' must hold whole numbers (int64), got 8.5 at entry 2"),
+    "no_structures": (_with(offsets=np.array([0])), "offsets",
+                      "'offsets' has 1 entry: the file holds no structures"),
+    "energies_short": (_with(energies=lambda d: d["energies"][:-1]), "energies",
+                       "'energies' must have shape (structures,), got (3,) (the file has 4 structures)"),
+    "energies_strings": (_with(energies=lambda d: np.array([b"1.0"] * 4)), "energies",
+                         "'energies' must hold numbers (float64), got strings (|S3)"),
+    "energies_nan": (_with(energies=_set("energies", 2, np.nan)), "energies",
+                     "'energies' is NaN or infinite at structure 2"),
+    "energies_inf": (_with(energies=_set("energies", 3, -np.inf)), "energies",
+                     "'energies' is NaN or infinite at structure 3"),
+    "forces_rows": (_with(forces=lambda d: d["forces"][:-2]), "forces",
+                    "'forces' must have shape (atoms, 3), got (16, 3) (the file has 18 atoms)"),
+    "forces_nan": (_with(forces=_set("forces", (6, 2), np.nan)), "forces",
+                   "'forces' is NaN or infinite at structure 1 (atom 3)"),
+    "forces_inf": (_with(forces=_set("forces", (17, 0), np.inf)), "forces",
+                   "'forces' is NaN or infinite at structure 3 (atom 0)"),
+    "cells_shape": (_with(cells=lambda d: d["cells"][:, :2]), "cells",
+                    "'cells' must have shape (structures, 3, 3), got (4, 2, 3) (the file has 4 structures)"),
+    "cells_nan": (_with(cells=_set("cells", (1, 0, 0), np.nan)), "cells", "'cells' is NaN or infinite at structure 1"),
+    "pbc_length": (_with(pbc=lambda d: d["pbc"][:3]), "pbc",
+                   "'pbc' must have shape (structures, 3), got (3, 3) (the file has 4 structures)"),
+    "pbc_values": (_with(pbc=_set("pbc", (2, 1), 2, np.int64)), "pbc",
+                   "'pbc' must hold booleans (or 0/1), got 2 at structure 2"),
+    "pbc_floats": (_with(pbc=lambda d: d["pbc"].astype(np.float32)), "pbc",
+                   "'pbc' must hold booleans (bool), got floats (float32)"),
+    "group_length": (_with(group=np.arange(6)), "group",
+                     "'group' must have shape (structures,), got (6,) (the file has 4 structures)"),
+    "split_out_of_range": (_with(**{"split/val": np.array([9])}), "split/val",
+                           "'split/val' holds structure index 9, outside 0 to 3 (the file has 4 structures)"),
+    "split_negative": (_with(**{"split/train": np.array([0, -1])}), "split/train",
+                       "'split/train' holds structure index -1, outside 0 to 3"),
+    "split_two_dimensional": (_with(**{"split/test": np.zeros((1, 1), dtype=np.int64)}), "split/test",
+                              "'split/test' must have shape (n,), got (1, 1)"),
+    "split_a_dataset": (_split_dataset, "split", "'split' must be a group holding 'split/train', got a dataset"),
+}
+
+
+def bad_h5(tmp_path, case: str):
+    edit, field_name, message = BAD_H5[case]
+    datasets = valid_datasets()
+    edit(datasets)
+    return raw_h5(tmp_path / f"{case}.h5", **datasets), field_name, message
+
+
+def test_the_valid_raw_file_reads_like_write_h5s(tmp_path):
+    """The control for BAD_H5: the unedited datasets read back exactly as write_h5's file does."""
+    raw = read_h5(raw_h5(tmp_path / "raw.h5", **valid_datasets()))
+    write_h5(make_structures(12), tmp_path / "written.h5")
+    written = read_h5(tmp_path / "written.h5")
+    assert len(raw) == len(written) == len(SIZES)
+    for k in range(len(raw)):
+        for name in ("numbers", "positions", "forces"):
+            np.testing.assert_array_equal(getattr(raw, name)[k], getattr(written, name)[k])
+            assert getattr(raw, name)[k].dtype == getattr(written, name)[k].dtype
+    for name in ("energies", "cells", "pbc", "group"):
+        np.testing.assert_array_equal(getattr(raw, name), getattr(written, name))
+        assert getattr(raw, name).dtype == getattr(written, name).dtype
+    assert sorted(raw.splits) == sorted(written.splits)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_H5))
+def test_read_h5_checks_the_schema(tmp_path, case):
+    path, field_name, message = bad_h5(tmp_path, case)
+    with pytest.raises(UserInputError) as info:
+        read_h5(path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: {message}"), text
+    assert f"'{field_name}'" in text
+
+
+def test_whole_floats_and_small_integer_types_are_read_in_the_schema_dtypes(tmp_path):
+    datasets = valid_datasets()
+    datasets["atomic_numbers"] = datasets["atomic_numbers"].astype(np.float32)  # 1.0, 6.0, ...: whole numbers
+    datasets["offsets"] = datasets["offsets"].astype(np.uint8)
+    datasets["positions"] = datasets["positions"].astype(np.float32)
+    datasets["pbc"] = datasets["pbc"].astype(np.int8)  # 0/1
+    data = read_h5(raw_h5(tmp_path / "types.h5", **datasets))
+    expected = valid_datasets()
+    assert data.numbers[2].dtype == np.int64 and data.positions[2].dtype == np.float64 and data.pbc.dtype == bool
+    np.testing.assert_array_equal(np.concatenate(data.numbers), expected["atomic_numbers"])
+    np.testing.assert_array_equal(data.pbc, expected["pbc"])
+
+
+def test_an_empty_structure_is_read_and_refused_later_by_file_and_index(tmp_path):
+    datasets = valid_datasets()
+    datasets["offsets"] = np.array([0, 3, 3, 17, 18])  # structure 1 has no atoms: the schema allows it
+    data = read_h5(raw_h5(tmp_path / "empty.h5", **datasets))
+    assert [len(z) for z in data.numbers] == [3, 0, 14, 1]
+
+
+def test_the_docstring_layout_is_rendered_from_the_declared_schema():
+    import deploycc.data.schema as schema
+
+    for field_ in schema.SCHEMA:
+        assert f"/{field_.name}" in schema.__doc__ and f"`/{field_.name}`" in schema.schema_table(markdown=True)
+        assert field_.rule in schema.__doc__
+    assert "{layout}" not in schema.__doc__
+    required = [f.name for f in schema.SCHEMA if f.required]
+    assert required == ["atomic_numbers", "positions", "offsets"]
+
+
+# --- the same through the real command line, in this process --------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`deploycc ARGS` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from deploycc.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["deploycc", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def one_error_line(result, *fragments, code: int = 65) -> str:
+    exit_code, out, err = result
+    assert exit_code == code, (exit_code, out[-2000:], err[-2000:])
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_H5))
+def test_data_import_of_a_bad_h5_is_one_line_exit_65(cli, tmp_path, case):
+    path, field_name, message = bad_h5(tmp_path, case)
+    out = tmp_path / "out.h5"
+    line = one_error_line(cli("data", "import", path, "--out", out), str(path), f"'{field_name}'")
+    assert line.startswith(f"error: {path}: {message}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content", ["text", "empty", "truncated"])
+def test_a_file_that_is_not_hdf5_or_truncated_is_one_line_exit_65(cli, tmp_path, content):
+    path = tmp_path / "d.h5"
+    if content == "text":
+        path.write_text("not an hdf5 file\n")
+    elif content == "empty":
+        path.write_bytes(b"")
+    else:
+        good = tmp_path / "good.h5"
+        write_h5(make_structures(13), good)
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    one_error_line(cli("data", "import", path, "--out", tmp_path / "out.h5"), str(path))
+    assert not (tmp_path / "out.h5").exists()
+
+
+def _h2o_like(n_structures: int, seed: int = 0, sizes=(3, 4, 5, 6)):
+    """Small molecules with sane geometry (atoms >= 1 Å apart) and labels."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n_structures):
+        n = sizes[k % len(sizes)]
+        positions = np.array([[1.2 * i, 0.3 * (i % 2), 0.0] for i in range(n)]) + rng.normal(0, 0.02, (n, 3))
+        atoms = Atoms(numbers=rng.choice([1, 6, 8], size=n), positions=positions)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()), forces=rng.normal(size=(n, 3)))
+        out.append(atoms)
+    return out
+
+
+def _datasets_of(atoms_list) -> dict:
+    from deploycc.data.schema import from_atoms
+
+    data = from_atoms(atoms_list, require_labels=True)
+    return {"atomic_numbers": np.concatenate(data.numbers), "positions": np.concatenate(data.positions),
+            "offsets": np.concatenate([[0], np.cumsum([len(z) for z in data.numbers])]).astype(np.int64),
+            "energies": data.energies, "forces": np.concatenate(data.forces), "cells": data.cells, "pbc": data.pbc}
+
+
+@pytest.mark.parametrize("case", ["positions_two_columns", "offsets_past_the_end", "numbers_fractional"])
+def test_predict_refuses_a_bad_h5_before_any_output(cli, tmp_path, case):
+    path, field_name, message = bad_h5(tmp_path, case)
+    out = tmp_path / "o.extxyz"
+    line = one_error_line(cli("predict", "ultra-tiny", "--structures", path, "--out", out), str(path),
+                          f"'{field_name}'")
+    assert line == f"error: {path}: {message}"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".extxyz"])
+def test_predict_names_the_file_of_a_structure_with_no_atoms(cli, tmp_path, suffix):
+    import ase.io
+    from ase import Atoms
+
+    atoms_list = _h2o_like(3)
+    path = tmp_path / f"in{suffix}"
+    if suffix == ".h5":
+        datasets = _datasets_of(atoms_list)
+        datasets["offsets"] = np.array([0, 3, 3, 12])  # structure 1's atoms join structure 2
+        raw_h5(path, **datasets)
+    else:
+        ase.io.write(path, [atoms_list[0], Atoms(), atoms_list[2]], format="extxyz")
+    out = tmp_path / "o.extxyz"
+    line = one_error_line(cli("predict", "ultra-tiny", "--structures", path, "--out", out))
+    assert line == f"error: {path}: structure 1 has no atoms"
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def eager_artifact(tiny_checkpoint, calib_file, tmp_path_factory):
+    from deploycc.build import build
+
+    return build(str(tiny_checkpoint), "eager", tmp_path_factory.mktemp("art"), calib=calib_file).folder
+
+
+def test_verify_refuses_energies_shorter_than_the_structures(cli, eager_artifact, tmp_path):
+    datasets = _datasets_of(_h2o_like(6))
+    datasets["energies"] = datasets["energies"][:-1]
+    path = raw_h5(tmp_path / "short.h5", **datasets)
+    line = one_error_line(cli("verify", eager_artifact, "--data", path), str(path), "'energies'")
+    assert line == (f"error: {path}: 'energies' must have shape (structures,), got (5,) (the file has 6 "
+                    "structures)")
+
+
+def test_verify_refuses_nan_reference_forces_naming_the_file_before_parity(cli, eager_artifact, tmp_path,
+                                                                          monkeypatch):
+    import ase.io
+
+    import deploycc.verify as verify_module
+
+    def no_parity(*args, **kwargs):
+        raise AssertionError("parity ran before the labels were checked")
+
+    monkeypatch.setattr(verify_module, "run_parity", no_parity)
+    atoms_list = _h2o_like(6)
+    datasets = _datasets_of(atoms_list)
+    datasets["forces"][5, 1] = np.nan  # structure 1 (3 + 4 atoms ...): row 5 is its atom 2
+    h5_path = raw_h5(tmp_path / "nanforces.h5", **datasets)
+    line = one_error_line(cli("verify", eager_artifact, "--data", h5_path), str(h5_path), "'forces'")
+    assert line == f"error: {h5_path}: 'forces' is NaN or infinite at structure 1 (atom 2)"
+    atoms_list[3].calc.results["forces"][0, 0] = np.nan  # the same through an extxyz file (no schema of its own)
+    xyz_path = tmp_path / "nanforces.extxyz"
+    ase.io.write(xyz_path, atoms_list, format="extxyz")
+    line = one_error_line(cli("verify", eager_artifact, "--data", xyz_path), str(xyz_path))
+    assert line == f"error: {xyz_path}: structure 3 has NaN or infinite reference labels (forces)"
+
+
+def test_verify_refuses_a_file_none_of_whose_structures_fits_the_profile(cli, eager_artifact, tmp_path):
+    import json
+    import shutil
+
+    small = tmp_path / "small" / "eager"
+    shutil.copytree(eager_artifact, small)
+    manifest = json.loads((small / "manifest.json").read_text())
+    manifest["settings"]["atoms"] = {"min": 1, "opt": 2, "max": 2}
+    (small / "manifest.json").write_text(json.dumps(manifest))
+    path = raw_h5(tmp_path / "big.h5", **_datasets_of(_h2o_like(5)))  # 3 to 6 atoms each
+    line = one_error_line(cli("verify", small, "--data", path), str(path))
+    assert line == f"error: {path}: none of the 5 structures fits the artifact's atoms profile (at most 2 atoms)"

@@ -4,6 +4,8 @@ half-written output."""
 
 from __future__ import annotations
 
+import re
+
 import os
 import subprocess
 import sys
@@ -101,8 +103,8 @@ def test_bad_structure_is_refused_by_its_index_before_any_output(tiny_checkpoint
     calls: list[int] = []
     run = predictor.run
     predictor.run = lambda batch, *rest: calls.append(batch.atoms) or run(batch, *rest)
-    with pytest.raises(UserInputError, match=r"^structure 2 \(C2\) has atoms 0 and 1 0 Å apart, closer than the "
-                                             r"0.5 Å tiny-test/eager accepts"):
+    with pytest.raises(UserInputError, match=rf"^{re.escape(str(tmp_path / 'in.extxyz'))}: structure 2 \(C2\) has atoms 0 "
+                                             r"and 1 0 Å apart, closer than the 0.5 Å tiny-test/eager accepts"):
         predict_file(predictor, tmp_path / "in.extxyz", tmp_path / "out.extxyz")
     assert calls == []  # no model call at all
     assert (tmp_path / "out.extxyz").read_text() == "previous results\n"
@@ -136,7 +138,7 @@ def test_long_files_stream_in_chunks_with_file_indices(tiny_checkpoint, tmp_path
     np.testing.assert_allclose([a.get_potential_energy() for a in written], energies, atol=1e-5)
     inputs[7] = Atoms("CC", positions=[[0, 0, 0], [0, 0, 0]])  # in the last chunk: named by its file index
     ase.io.write(tmp_path / "bad.extxyz", inputs)
-    with pytest.raises(UserInputError, match="^structure 7 "):
+    with pytest.raises(UserInputError, match=rf"^{re.escape(str(tmp_path / 'bad.extxyz'))}: structure 7 "):
         predict_file(load(tiny_checkpoint), tmp_path / "bad.extxyz", tmp_path / "bad-out.extxyz")
     assert not (tmp_path / "bad-out.extxyz").exists()
 
