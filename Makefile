@@ -13,7 +13,7 @@ SLOW_MODULES := tests/targets/test_contract.py tests/targets/test_trt_preflight.
 	tests/runtime/test_predict.py tests/runtime/test_ase.py tests/md/test_run.py tests/test_bad_inputs.py \
 	tests/test_presets.py tests/test_fuzz.py tests/test_select.py
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast venv clean ani-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,3 +41,15 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(ART) $(WORK) .pytest_cache
+
+# The ANI-1x teacher's own interpreter: torchani 2.2.4 ships the ANI-1x weights but needs setuptools < 70
+# (pkg_resources) and would pull another torch; deploycc talks to it through deploycc/data/ani_worker.py.
+ANI_VENV ?= .venv-ani
+ani-venv: $(ANI_VENV)/.installed
+
+$(ANI_VENV)/.installed:
+	test -x $(ANI_VENV)/bin/python || python3 -m venv $(ANI_VENV)
+	$(ANI_VENV)/bin/pip install -q torch==2.13.0 numpy importlib-metadata lark-parser
+	$(ANI_VENV)/bin/pip install -q --no-deps torchani==2.2.4 'setuptools<70'
+	$(ANI_VENV)/bin/python -W ignore -c "import torchani, pkg_resources"
+	touch $@

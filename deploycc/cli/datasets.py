@@ -22,7 +22,7 @@ def models_cmd() -> None:
 @data_app.command("generate")
 def data_generate(
     out: Path = typer.Option(..., help="HDF5 file to write"),
-    teacher: str = typer.Option("xtb", help="teacher: xtb, emt, chgnet, or module:factory"),
+    teacher: str = typer.Option("xtb", help="teacher: xtb, ani1x, emt, chgnet, or module:factory"),
     smiles: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped drug-like list)"),
     rattles: int = typer.Option(16, help="rattled frames per molecule"),
     md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
@@ -32,7 +32,7 @@ def data_generate(
                                                      "running scheduler (same dataset for a seed)"),
 ) -> None:
     """Label off-equilibrium frames of molecules with a teacher; split by molecule; write HDF5."""
-    from ..data.generate import SMILES_FILE, generate_molecules, read_smiles
+    from ..data.generate import SMILES_FILE, generate_molecules, molecules_for, read_smiles
     from ..data.schema import write_h5
     from ..data.teachers import get_teacher
 
@@ -40,7 +40,11 @@ def data_generate(
 
     spec = parse_cluster(cluster) if cluster is not None else None
     chosen = get_teacher(teacher)
-    molecules = read_smiles(smiles or SMILES_FILE)
+    molecules, outside = molecules_for(read_smiles(smiles or SMILES_FILE), chosen)
+    if outside:
+        console.print(f"{outside} molecules hold elements teacher '{chosen.name}' does not know: left out")
+    if not molecules:
+        raise UserInputError(f"no molecule of the SMILES file has only elements teacher '{chosen.name}' knows")
     if max_molecules > 0:
         molecules = molecules[:max_molecules]
     chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
@@ -138,3 +142,49 @@ def train_cmd(
 
     if is_main_process():  # under torchrun every rank returns the result; one table
         print_train_result(model, result)
+
+
+@app.command("distil")
+def distil_cmd(
+    out: Path = typer.Option(..., help="checkpoint to write"),
+    teacher: str = typer.Option("ani1x", help="a teacher that labels fast: ani1x, xtb, emt, or module:factory"),
+    molecules: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped molecule list)"),
+    model: str = typer.Option("tiny", help=TRAIN_MODEL_HELP),
+    steps: int = typer.Option(2000, help="optimiser steps, each on a batch never seen before"),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(2e-3),
+    workers: int = typer.Option(1, help="labelling processes ahead of the optimiser"),
+    eval_every: int = typer.Option(200, help="score the EMA weights on the held-out molecules every N steps"),
+    eval_frames: int = typer.Option(4, help="frames per held-out molecule"),
+    max_minutes: float = typer.Option(0.0, help="wall-clock budget; the LR schedule follows it (0 = none)"),
+    seed: int = typer.Option(0),
+    splits_out: Optional[Path] = typer.Option(None, help="also write the held-out frames (val, test) as HDF5"),
+) -> None:
+    """Online distillation: workers make and label new frames while the student trains (never the same frame
+    twice); molecules split train/val/test; the best EMA weights by validation are saved."""
+    from ..data.generate import molecules_for, read_smiles
+    from ..data.teachers import get_teacher
+    from ..model import preset_config
+    from ..paths import check_output_file
+    from ..train.online import OnlineSettings, distil_online, molecule_file
+
+    settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
+                              eval_frames=eval_frames, max_minutes=max_minutes, seed=seed)
+    settings.check()
+    config = preset_config(model)
+    check_output_file(out, "--out", tuple(p for p in (molecules,) if p))
+    if splits_out is not None:
+        check_output_file(splits_out, "--splits-out")
+    chosen = get_teacher(teacher)
+    pairs, outside = molecules_for(read_smiles(molecules or molecule_file()), chosen)
+    if outside:
+        console.print(f"{outside} molecules hold elements teacher '{chosen.name}' does not know: left out")
+    chosen.make_calculator()  # a missing teacher is one line before any worker starts
+
+    def report(record: dict) -> None:
+        console.print(f"step {record['step']:6d}  frames {record['frames_seen']:7d}  teacher {record['teacher_seconds']:6.1f} s"
+                      f"  val E {1000 * record['val_energy_mae']:.2f} meV/atom  F mae {record['val_force_mae']:.4f}"
+                      f"  rmse {record['val_force_rmse']:.4f} eV/Å  {record['minutes']:.1f} min")
+
+    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=report, splits_out=splits_out)
+    print_train_result(model, result)

@@ -241,4 +241,9 @@ def print_train_result(model: str, result) -> None:
         table.add_row(name, str(m.structures), f"{1000 * m.energy_mae_per_atom:.2f}", f"{m.force_mae:.4f}",
                       f"{m.force_rmse:.4f}")
     console.print(table)
+    if hasattr(result, "frames_seen"):  # online distillation
+        console.print(f"steps {result.steps}, {result.frames_seen} frames seen (each once), teacher "
+                      f"{result.teacher_frames} frames in {result.teacher_seconds:.1f} s, {result.seconds / 60:.1f} min, "
+                      f"sha256 {result.sha256[:16]}")
+        return
     console.print(f"epochs {result.epochs_run}, {result.seconds / 60:.1f} min, sha256 {result.sha256[:16]}")

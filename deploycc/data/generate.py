@@ -91,6 +91,45 @@ def _label(atoms, teacher: Teacher, report: LabelReport) -> tuple[float, np.ndar
     return energy, forces
 
 
+def _label_batch(frames: list, teacher: Teacher, report: LabelReport) -> list[tuple]:
+    """(frame, energy, forces) of the frames a batched teacher labelled sensibly (the others counted)."""
+    try:
+        energies, forces = teacher.label(frames)
+    except MissingDependencyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing batch is skipped whole, never stored
+        for _ in frames:
+            report.skip(type(exc).__name__)
+        return []
+    kept = []
+    for frame, energy, f in zip(frames, energies, forces):
+        if not (np.isfinite(energy) and np.all(np.isfinite(f))):
+            report.skip("non-finite label")
+        elif np.abs(f).max() > MAX_FORCE:
+            report.skip("force above 50 eV/A")
+        else:
+            kept.append((frame, float(energy), np.asarray(f, dtype=np.float64)))
+    return kept
+
+
+def molecule_elements(smiles: str) -> set[int] | None:
+    """Atomic numbers of a SMILES with its hydrogens (None when RDKit cannot parse it)."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    return {a.GetAtomicNum() for a in Chem.AddHs(mol).GetAtoms()}
+
+
+def molecules_for(smiles: list[tuple[str, str]], teacher: Teacher) -> tuple[list[tuple[str, str]], int]:
+    """The molecules whose elements the teacher knows (all, for a teacher without a list), and how many not."""
+    if teacher.elements is None:
+        return smiles, 0
+    kept = [(smi, name) for smi, name in smiles if (molecule_elements(smi) or {0}) <= teacher.elements]
+    return kept, len(smiles) - len(kept)
+
+
 def thermalize(atoms, temperature: float, rng: np.random.Generator) -> None:
     """Maxwell-Boltzmann momenta at `temperature` K: ASE's thermalize_momenta (>= 3.29, which deprecates
     MaxwellBoltzmannDistribution, a wrapper drawing the same numbers), else MaxwellBoltzmannDistribution."""
@@ -122,12 +161,18 @@ def molecule_frames(
 ) -> list[tuple]:
     """Off-equilibrium frames of one molecule: Gaussian rattles (0.01-0.12 A) and teacher-MD snapshots."""
     out = []
+    rattled = []
     for _ in range(rattles):
         frame = atoms.copy()
         frame.positions += rng.normal(0.0, rng.uniform(0.01, 0.12), size=frame.positions.shape)
-        labels = _label(frame, teacher, report)
-        if labels is not None:
-            out.append((frame, *labels))
+        rattled.append(frame)
+    if teacher.label_batch is not None and rattled:
+        out.extend(_label_batch(rattled, teacher, report))
+    else:
+        for frame in rattled:
+            labels = _label(frame, teacher, report)
+            if labels is not None:
+                out.append((frame, *labels))
     if md_frames:
         try:
             for frame, energy, forces in _md_frames(atoms, teacher, rng, md_frames, stride=10):

@@ -1,0 +1,374 @@
+"""Online distillation: worker processes make and label new configurations while the student trains, so it
+never sees the same frame twice.
+
+Molecules are split train/val/test by molecule.  Each worker embeds conformers of the training molecules
+once (RDKit), then makes batches ahead of the optimiser: a random conformer, rattled by a Gaussian whose
+width is drawn per frame, labelled by the teacher in one batched call, with its neighbour list.  Batch k of
+worker w is seeded by (seed, w, k) and the trainer takes the workers' batches in turn, so a run is the same
+for a seed and a worker count.  Validation and test frames (held-out molecules, same sampler, own seeds) are
+labelled once at the start; the EMA weights are scored on them every `eval_every` steps against frames seen
+and teacher cost (labelled frames, teacher seconds), which is what the learning curves plot.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import queue as queue_module
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_checkpoint
+from ..data.schema import Structures, split_by_group
+from ..errors import DeployccError, UserInputError
+from ..model import ModelConfig, StudentModel
+from ..runtime.neighbours import HalfList, Structure, half_list
+from ..versions import library_versions
+from .batches import Metrics, Prepared, distillation_loss, evaluate
+from .loop import _EMA, initial_model
+
+def molecule_file() -> Path:
+    """The shipped molecule list: the enumerated one (deploycc/data/molecules.txt) when present."""
+    from ..data.generate import SMILES_FILE
+
+    enumerated = SMILES_FILE.with_name("molecules.txt")
+    return enumerated if enumerated.is_file() else SMILES_FILE
+
+
+RATTLE = (0.01, 0.15)  # Å: the width of the Gaussian rattle is drawn uniformly in this range per frame
+
+
+@dataclass
+class OnlineSettings:
+    """Everything that decides an online run (stored in the checkpoint)."""
+
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.02
+    warmup_steps: int = 100
+    weight_decay: float = 1e-5
+    energy_weight: float = 10.0
+    force_weight: float = 1.0
+    grad_clip: float = 10.0
+    ema_decay: float = 0.995
+    workers: int = 1
+    prefetch: int = 8  # batches each worker keeps ready
+    conformers: int = 3  # RDKit conformers per training molecule
+    eval_every: int = 200
+    eval_frames: int = 4  # frames per validation / test molecule
+    max_minutes: float = 0.0
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every", "eval_frames"):
+            if int(getattr(self, name)) < 1:
+                raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "ema_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise UserInputError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
+            raise UserInputError(f"--max-minutes must be a non-negative number, got {self.max_minutes}")
+
+
+@dataclass
+class Frames:
+    """Labelled frames with their neighbour lists (what a worker sends and a split holds)."""
+
+    numbers: list[np.ndarray]
+    positions: list[np.ndarray]
+    energies: np.ndarray
+    forces: list[np.ndarray]
+    halves: list[HalfList]
+    group: np.ndarray
+    teacher_seconds: float = 0.0
+
+    def prepared(self) -> Prepared:
+        data = Structures(numbers=self.numbers, positions=self.positions, energies=self.energies,
+                          forces=self.forces, group=self.group)
+        structures = [Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool))
+                      for z, r in zip(self.numbers, self.positions)]
+        return Prepared(data, structures, self.halves)
+
+    def structures(self) -> Structures:
+        return Structures(numbers=self.numbers, positions=self.positions, energies=self.energies, forces=self.forces,
+                          cells=np.zeros((len(self.numbers), 3, 3)), pbc=np.zeros((len(self.numbers), 3), bool),
+                          group=self.group)
+
+
+@dataclass
+class OnlineResult:
+    checkpoint: Path
+    sha256: str
+    steps: int
+    frames_seen: int
+    teacher_frames: int
+    teacher_seconds: float
+    test: Metrics
+    val: Metrics
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# --- sampling and labelling (run in the workers, and for the fixed splits) ---------------------------------
+
+
+def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
+    """(molecule id, ase.Atoms) conformers: `count` RDKit embeddings of each molecule that embeds."""
+    from ..data.generate import embed
+
+    out = []
+    for mol_id, smi in smiles:
+        for k in range(count):
+            atoms = embed(smi, seed + 1000 * k + mol_id)
+            if atoms is not None:
+                out.append((mol_id, atoms))
+    return out
+
+
+def rattled(pool: Sequence[tuple[int, Any]], count: int, rng: np.random.Generator) -> list[tuple[int, Any]]:
+    """`count` new frames: random conformers of the pool, each rattled by its own Gaussian width."""
+    frames = []
+    for k in rng.integers(0, len(pool), size=count):
+        mol_id, atoms = pool[int(k)]
+        frame = atoms.copy()
+        frame.positions = frame.positions + rng.normal(0.0, rng.uniform(*RATTLE), size=frame.positions.shape)
+        frames.append((mol_id, frame))
+    return frames
+
+
+def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = 50.0) -> Frames:
+    """The frames the teacher labels sensibly (finite, forces below `max_force`), with neighbour lists."""
+    started = time.perf_counter()
+    energies, forces = teacher.label([atoms for _, atoms in frames])
+    seconds = time.perf_counter() - started
+    keep = [k for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
+            and np.abs(forces[k]).max() <= max_force]
+    numbers = [frames[k][1].numbers.astype(np.int64) for k in keep]
+    positions = [frames[k][1].positions.astype(np.float64) for k in keep]
+    halves = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), cutoff)
+              for z, r in zip(numbers, positions)]
+    return Frames(numbers, positions, np.asarray([energies[k] for k in keep], dtype=np.float64),
+                  [np.asarray(forces[k], dtype=np.float64) for k in keep], halves,
+                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds)
+
+
+def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float,
+            out: Any, stop: Any) -> None:
+    """A labelling process: batches (worker, k) into `out` until `stop` is set."""
+    torch.set_num_threads(1)
+    try:
+        from ..data.teachers import get_teacher
+
+        teacher = get_teacher(teacher_name)
+        pool = conformers_of(smiles, settings.conformers, settings.seed)
+        if not pool:
+            raise UserInputError("no training molecule could be embedded by RDKit")
+        k = 0
+        while not stop.is_set():
+            rng = np.random.default_rng([settings.seed, worker, k])
+            batch = labelled(teacher, rattled(pool, settings.batch_size, rng), cutoff)
+            while not stop.is_set():
+                try:
+                    out.put(("batch", batch), timeout=0.5)
+                    break
+                except queue_module.Full:
+                    continue
+            k += 1
+    except DeployccError as exc:
+        out.put(("error", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a bug in a worker is reported by the trainer with its type
+        out.put(("error", f"labelling worker {worker} failed: {type(exc).__name__}: {exc}"))
+
+
+class Labellers:
+    """The worker processes and their queues; batches come out in a fixed worker order."""
+
+    def __init__(self, teacher: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float) -> None:
+        context = mp.get_context("spawn")  # torch and the teacher's server are not fork-safe
+        self.stop = context.Event()
+        self.queues = [context.Queue(maxsize=settings.prefetch) for _ in range(settings.workers)]
+        # Every worker samples every training molecule; their seed streams differ.
+        self.processes = [context.Process(target=_worker, args=(w, teacher, smiles, settings, cutoff,
+                                                                self.queues[w], self.stop), daemon=True)
+                          for w in range(settings.workers)]
+        for process in self.processes:
+            process.start()
+        self.turn = 0
+
+    def next(self, timeout: float = 600.0) -> Frames:
+        q = self.queues[self.turn]
+        self.turn = (self.turn + 1) % len(self.queues)
+        try:
+            kind, payload = q.get(timeout=timeout)
+        except queue_module.Empty:
+            raise DeployccError(f"no labelled batch arrived within {timeout:.0f} s (a labelling worker hung)") from None
+        if kind == "error":
+            raise DeployccError(payload)
+        return payload
+
+    def close(self) -> None:
+        self.stop.set()
+        for q in self.queues:
+            while True:
+                try:
+                    q.get_nowait()
+                except (queue_module.Empty, OSError, ValueError):
+                    break
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
+                    ) -> dict[str, list[tuple[int, str]]]:
+    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes)."""
+    ids = np.arange(len(smiles), dtype=np.int64)
+    splits = split_by_group(ids, fractions, seed)
+    return {name: [(int(k), smiles[int(k)][0]) for k in sorted(idx)] for name, idx in splits.items()}
+
+
+def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
+                cutoff: float) -> Frames:
+    """Labelled frames of held-out molecules, made once by the online sampler with their own seed stream."""
+    pool = conformers_of(molecules, 1, seed + 7919 * stream)
+    rng = np.random.default_rng([seed, 10**6 + stream])
+    frames = [f for mol_id, atoms in pool
+              for f in rattled([(mol_id, atoms)], frames_per_molecule, rng)]
+    return labelled(teacher, frames, cutoff)
+
+
+def _lr(step: int, s: OnlineSettings, progress: float) -> float:
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: ModelConfig, out: Path,
+                  settings: OnlineSettings, on_eval: Callable[[dict[str, float]], None] | None = None,
+                  splits_out: Path | None = None) -> OnlineResult:
+    """Train a student on a stream of freshly labelled frames; save the best EMA weights (by validation)."""
+    from ..data.schema import write_h5
+    from ..data.teachers import get_teacher
+
+    settings.check()
+    s = settings
+    torch.manual_seed(s.seed)
+    teacher = get_teacher(teacher_name)
+    molecules = split_molecules(smiles, s.seed)
+    if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
+        raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
+    cutoff = config.cutoff
+    val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
+    test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
+    if splits_out is not None:
+        _write_splits(val, test, splits_out, teacher_name, write_h5)
+    started = time.perf_counter()
+    labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
+    try:
+        return _run(labellers, teacher_name, config, out, s, val, test, started, on_eval, len(smiles))
+    finally:
+        labellers.close()
+
+
+def _write_splits(val: Frames, test: Frames, path: Path, teacher: str, write_h5) -> None:
+    """The held-out frames as one labelled HDF5 (splits val and test), to score other students on."""
+    both = Structures(numbers=val.numbers + test.numbers, positions=val.positions + test.positions,
+                      energies=np.concatenate([val.energies, test.energies]), forces=val.forces + test.forces,
+                      cells=np.zeros((len(val.numbers) + len(test.numbers), 3, 3)),
+                      pbc=np.zeros((len(val.numbers) + len(test.numbers), 3), bool),
+                      group=np.concatenate([val.group, test.group]),
+                      splits={"val": np.arange(len(val.numbers)),
+                              "test": np.arange(len(val.numbers), len(val.numbers) + len(test.numbers))},
+                      attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
+    write_h5(both, path)
+
+
+def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings, val: Frames,
+         test: Frames, started: float, on_eval: Callable | None, molecule_count: int) -> OnlineResult:
+    first = [labellers.next() for _ in range(min(8, s.steps))]  # the normalisation fit; trained on as well
+    fit = Frames(sum((f.numbers for f in first), []), sum((f.positions for f in first), []),
+                 np.concatenate([f.energies for f in first]), sum((f.forces for f in first), []), [],
+                 np.concatenate([f.group for f in first]))
+    model = initial_model(config, fit.structures(), "cpu")
+    optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    ema = _EMA(model, s.ema_decay)
+    val_prep, test_prep = val.prepared(), test.prepared()
+    history: list[dict[str, float]] = []
+    best, best_state = math.inf, None
+    frames_seen = teacher_frames = 0
+    teacher_seconds = 0.0
+    step = 0
+    while step < s.steps:
+        batch = first.pop(0) if first else labellers.next()
+        teacher_frames += len(batch.energies)
+        teacher_seconds += batch.teacher_seconds
+        if len(batch.energies) == 0:
+            continue
+        elapsed = (time.perf_counter() - started) / 60.0
+        progress = max(step / s.steps, elapsed / s.max_minutes if s.max_minutes > 0 else 0.0)
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, s, progress)
+        model.train()
+        prepared = batch.prepared()
+        idx = np.arange(len(prepared))
+        loss = distillation_loss(model, prepared.batch(idx, "cpu"), len(idx), s.energy_weight, s.force_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        optimiser.step()
+        ema.update(model)
+        frames_seen += len(idx)
+        step += 1
+        last = step == s.steps or (s.max_minutes > 0 and elapsed >= s.max_minutes)
+        if step % s.eval_every == 0 or last:
+            record, score, state = _score(model, ema, val_prep, s, step, frames_seen, teacher_frames,
+                                          teacher_seconds, float(loss.item()), started)
+            history.append(record)
+            if score < best:
+                best, best_state = score, state
+            if on_eval is not None:
+                on_eval(record)
+        if last:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    val_metrics, test_metrics = evaluate(model, val_prep), evaluate(model, test_prep)
+    seconds = time.perf_counter() - started
+    metadata = {
+        "teacher": teacher_name, "online": True, "molecules": molecule_count,
+        "elements": sorted({int(z) for f in (val, test) for numbers in f.numbers for z in numbers} |
+                           {int(z) for numbers in fit.numbers for z in numbers}),
+        "frames_seen": frames_seen, "teacher_frames": teacher_frames, "teacher_seconds": teacher_seconds,
+        "online_settings": asdict(s), "test_metrics": test_metrics.as_dict(), "val_metrics": val_metrics.as_dict(),
+        "history": history, "train_minutes": seconds / 60.0, "library_versions": library_versions(),
+    }
+    sha = save_checkpoint(model.cpu(), out, metadata)
+    return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
+                        seconds, history)
+
+
+def _score(model: StudentModel, ema: _EMA, val: Prepared, s: OnlineSettings, step: int, frames_seen: int,
+           teacher_frames: int, teacher_seconds: float, loss: float, started: float
+           ) -> tuple[dict[str, float], float, dict[str, torch.Tensor]]:
+    """The EMA weights on the validation frames: the record, its score and the EMA state."""
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    ema.copy_to(model)
+    model.eval()
+    metrics = evaluate(model, val)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(raw)
+    record = {"step": step, "frames_seen": frames_seen, "teacher_frames": teacher_frames,
+              "teacher_seconds": teacher_seconds, "loss": loss, "val_energy_mae": metrics.energy_mae_per_atom,
+              "val_force_mae": metrics.force_mae, "val_force_rmse": metrics.force_rmse,
+              "minutes": (time.perf_counter() - started) / 60.0}
+    return record, s.energy_weight * metrics.energy_mae_per_atom + s.force_weight * metrics.force_rmse, state

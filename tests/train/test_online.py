@@ -1,0 +1,85 @@
+"""Online distillation: fresh frames every step, split by molecule, reproducible for a seed, the best EMA
+weights saved with their teacher cost.  The teacher here is ASE's EMT (real, fast, H C N O as a toy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploycc.checkpoint import load_checkpoint
+from deploycc.data.teachers import get_teacher
+from deploycc.errors import UserInputError
+from deploycc.model import preset_config
+from deploycc.train.online import OnlineSettings, conformers_of, distil_online, labelled, rattled, split_molecules
+
+SMILES = [(s, s) for s in ("C", "CC", "CCC", "CO", "CCO", "CN", "CCN", "C=O", "CC=O", "OCO", "NCO", "COC",
+                           "CCCO", "CC(C)O", "CC(N)O", "C#N", "CC#N", "N#CO", "CNC", "OCCO")]
+
+
+def test_molecules_are_split_by_molecule_and_the_sampler_never_repeats_a_frame():
+    splits = split_molecules(SMILES, seed=0)
+    ids = {name: {k for k, _ in pairs} for name, pairs in splits.items()}
+    assert ids["train"] and ids["val"] and ids["test"]
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    pool = conformers_of(splits["train"][:4], 2, seed=0)
+    first = rattled(pool, 8, np.random.default_rng([0, 0, 0]))
+    second = rattled(pool, 8, np.random.default_rng([0, 0, 1]))
+    again = rattled(pool, 8, np.random.default_rng([0, 0, 0]))
+    positions = [a.positions for _, a in first + second]
+    assert all(not np.allclose(p, q) for k, p in enumerate(positions) for q in positions[k + 1:] if p.shape == q.shape)
+    assert all(np.array_equal(a.positions, b.positions) for (_, a), (_, b) in zip(first, again))
+
+
+def test_labelled_frames_carry_the_teachers_labels_and_neighbour_lists():
+    pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
+    frames = labelled(get_teacher("emt"), rattled(pool, 5, np.random.default_rng(3)), cutoff=5.0)
+    assert len(frames.energies) == 5 and frames.teacher_seconds > 0
+    assert np.isfinite(frames.energies).all() and all(f.shape == (len(z), 3) for f, z in zip(frames.forces, frames.numbers))
+    assert all(len(h.i) > 0 for h in frames.halves)  # every molecule has pairs within the cutoff
+    assert set(frames.group.tolist()) <= {0, 1}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("online")
+    settings = OnlineSettings(steps=6, batch_size=4, eval_every=3, eval_frames=2, warmup_steps=2, conformers=1, seed=5)
+    records = []
+    result = distil_online("emt", SMILES, preset_config("ultra-tiny"), folder / "a.pt", settings,
+                           on_eval=records.append, splits_out=folder / "held.h5")
+    return folder, settings, result, records
+
+
+def test_an_online_run_trains_on_fresh_frames_and_records_its_teacher_cost(run):
+    folder, settings, result, records = run
+    assert result.steps == 6 and result.frames_seen <= 6 * settings.batch_size
+    assert result.teacher_frames >= result.frames_seen and result.teacher_seconds > 0
+    assert [r["step"] for r in records] == [3, 6]
+    assert records[0]["frames_seen"] < records[1]["frames_seen"]
+    checkpoint = load_checkpoint(folder / "a.pt")
+    meta = checkpoint.metadata
+    assert meta["online"] is True and meta["teacher"] == "emt" and meta["frames_seen"] == result.frames_seen
+    assert meta["online_settings"]["steps"] == 6 and len(meta["history"]) == 2
+    assert np.isfinite(result.test.force_rmse) and result.test.structures > 0
+    from deploycc.data.schema import read_h5
+
+    held = read_h5(folder / "held.h5")
+    assert len(held.splits["val"]) + len(held.splits["test"]) == len(held) and held.has_labels
+
+
+def test_the_same_seed_gives_the_same_student(run, tmp_path):
+    folder, settings, result, _ = run
+    again = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "b.pt", settings)
+    first = load_checkpoint(folder / "a.pt").model.state_dict()
+    second = load_checkpoint(tmp_path / "b.pt").model.state_dict()
+    assert again.frames_seen == result.frames_seen
+    for key in first:
+        assert np.array_equal(first[key].numpy(), second[key].numpy()), key
+
+
+def test_settings_outside_their_domain_are_refused():
+    with pytest.raises(UserInputError, match="--steps must be at least 1, got 0"):
+        OnlineSettings(steps=0).check()
+    with pytest.raises(UserInputError, match="--lr must be a positive number, got nan"):
+        OnlineSettings(lr=float("nan")).check()
+    with pytest.raises(UserInputError, match="needs molecules for train, val and test"):
+        distil_online("emt", SMILES[:2], preset_config("ultra-tiny"), "unused.pt", OnlineSettings(steps=1))
