@@ -59,7 +59,7 @@ def data_generate(
 @data_app.command("metals")
 def data_metals(
     out: Path = typer.Option(..., help="HDF5 file to write"),
-    teacher: str = typer.Option("emt", help="teacher: emt (offline, fast), chgnet, or module:factory"),
+    teacher: str = typer.Option("emt", help="teacher: emt (offline, fast), sevennet, chgnet, or module:factory"),
     bulk: int = typer.Option(3, help="bulk cells per element (fcc, bcc, hcp in turn)"),
     alloys: int = typer.Option(20, help="random binary fcc alloys"),
     vacancies: int = typer.Option(10, help="fcc cells with 1-3 vacancies"),

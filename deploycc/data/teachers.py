@@ -73,10 +73,18 @@ def _ani1x_batch(structures: Sequence[Any]) -> tuple[np.ndarray, list[np.ndarray
     return label_batch(structures)
 
 
+def _sevennet() -> Any:
+    from .sevennet import sevennet_calculator
+
+    return sevennet_calculator()
+
+
 TEACHERS: dict[str, Teacher] = {
     "xtb": Teacher("xtb", _xtb, "GFN2-xTB via tblite (semi-empirical QM, offline; default for molecules)"),
     "emt": Teacher("emt", _emt, "ASE's effective-medium theory (Al Cu Ag Au Ni Pd Pt, H C N O as toy)"),
     "chgnet": Teacher("chgnet", _chgnet, "CHGNet universal potential (optional extra, weights ship in the wheel)"),
+    "sevennet": Teacher("sevennet", _sevennet, "SevenNet-0 universal potential (optional extra; its checkpoint ships "
+                        "in the wheel; ~0.3-3.5 s/frame on CPU)"),
     "ani1x": Teacher("ani1x", _ani1x, "ANI-1x 8-network ensemble (torchani 2.2.4's shipped weights; molecules of "
                      "H C N O; batched)", frozenset({1, 6, 7, 8}), _ani1x_batch, periodic=False),
 }
