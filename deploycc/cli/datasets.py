@@ -56,6 +56,38 @@ def data_generate(
     print_label_report(report, out, data)
 
 
+@data_app.command("molecules")
+def data_molecules(
+    out: Path = typer.Option(..., help="SMILES file to write (the shipped one: deploycc/data/molecules.txt)"),
+    count: int = typer.Option(1200, help="molecules to keep (the first of the balanced ranking that embed)"),
+    seed: int = typer.Option(0, help="seed of the enumeration's random recipes"),
+    embed_seed: int = typer.Option(0, help="seed of the RDKit embedding check"),
+    elements: str = typer.Option("", help="element symbols to keep, e.g. H,C,N,O (default: H C N O F P S Cl)"),
+) -> None:
+    """Enumerate drug-like molecules from declared rings, chains, linkers and substituents (and ASE's g2
+    set), balanced by element group and size, keeping those RDKit embeds; write a SMILES file."""
+    from ..data.enumerate import SYMBOLS, build, molecule_stats, write
+    from ..errors import UserInputError
+    from ..paths import check_output_file
+
+    if count < 1:
+        raise UserInputError(f"--count must be at least 1, got {count}")
+    by_symbol = {v: k for k, v in SYMBOLS.items()}
+    chosen = [s.strip() for s in elements.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in by_symbol]
+    if unknown:
+        raise UserInputError(f"--elements: {', '.join(unknown)} not among {' '.join(SYMBOLS.values())}")
+    check_output_file(out)
+    with progress() as bar:
+        task = bar.add_task("embedding", total=None)
+        kept, dropped, seconds = build(count, seed, {by_symbol[s] for s in chosen} or None, embed_seed,
+                                       log=lambda message: bar.update(task, description=message))
+    write(out, kept, dropped, count, seed, embed_seed, seconds)
+    stats = molecule_stats(kept)
+    console.print(f"wrote {len(kept)} molecules to {out} ({stats['hcno_only']} of H C N O only; {len(dropped)} "
+                  f"did not embed; embedding {seconds:.0f} s)")
+
+
 @data_app.command("metals")
 def data_metals(
     out: Path = typer.Option(..., help="HDF5 file to write"),
@@ -159,6 +191,7 @@ def distil_cmd(
     max_minutes: float = typer.Option(0.0, help="wall-clock budget; the LR schedule follows it (0 = none)"),
     seed: int = typer.Option(0),
     splits_out: Optional[Path] = typer.Option(None, help="also write the held-out frames (val, test) as HDF5"),
+    device: str = typer.Option("cpu", help="where the student trains (cpu, cuda); the teacher labels on CPU"),
 ) -> None:
     """Online distillation: workers make and label new frames while the student trains (never the same frame
     twice); molecules split train/val/test; the best EMA weights by validation are saved."""
@@ -169,7 +202,7 @@ def distil_cmd(
     from ..train.online import OnlineSettings, distil_online, molecule_file
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
-                              eval_frames=eval_frames, max_minutes=max_minutes, seed=seed)
+                              eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device)
     settings.check()
     config = preset_config(model)
     check_output_file(out, "--out", tuple(p for p in (molecules,) if p))

@@ -51,6 +51,18 @@ def predict_cmd(
                   markup=False, soft_wrap=True)
 
 
+def _check_md_lengths(timestep_fs: float, ps: float, equilibrate_ps: float, max_drift: float,
+                      max_temperature_error: float) -> None:
+    import math
+
+    if not (0 < timestep_fs < math.inf and 0 < ps < math.inf and 0 <= equilibrate_ps < math.inf):
+        raise UserInputError(f"--timestep-fs and --ps must be positive and --equilibrate-ps not negative, got "
+                             f"{timestep_fs:g}, {ps:g}, {equilibrate_ps:g}")
+    for flag, value in (("--max-drift", max_drift), ("--max-temperature-error", max_temperature_error)):
+        if not 0 <= value < math.inf:
+            raise UserInputError(f"{flag} must be a finite number >= 0, got {value:g}")
+
+
 @app.command("md")
 def md_cmd(
     artifact: str = typer.Argument(..., help=ARTIFACT_HELP),
@@ -77,18 +89,11 @@ def md_cmd(
     gate: bool = typer.Option(True, "--gate/--no-gate", help="exit 1 when a check fails"),
 ) -> None:
     """Relax, Langevin-equilibrate, then NVE MD via ASE: energy drift, T, ms/step; exit 1 on a failed check."""
-    import math
-
     from ..md import MdSettings, check_outputs, check_structure, eager_reference, read_structure, run_md, write_outputs
     from ..paths import artifacts_root
     from ..runtime.load import load
 
-    if not (0 < timestep_fs < math.inf and 0 < ps < math.inf and 0 <= equilibrate_ps < math.inf):
-        raise UserInputError(f"--timestep-fs and --ps must be positive and --equilibrate-ps not negative, got "
-                             f"{timestep_fs:g}, {ps:g}, {equilibrate_ps:g}")
-    for flag, value in (("--max-drift", max_drift), ("--max-temperature-error", max_temperature_error)):
-        if not 0 <= value < math.inf:
-            raise UserInputError(f"{flag} must be a finite number >= 0, got {value:g}")
+    _check_md_lengths(timestep_fs, ps, equilibrate_ps, max_drift, max_temperature_error)
     settings = MdSettings(temperature=temperature, timestep_fs=timestep_fs, seed=seed, friction=friction,
                           nve_steps=steps if steps is not None else round(1000 * ps / timestep_fs),
                           equilibrate_steps=round(1000 * equilibrate_ps / timestep_fs), relax_fmax=relax_fmax,

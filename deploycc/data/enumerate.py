@@ -8,18 +8,18 @@ by canonical SMILES. `ranking` orders the pool so that every prefix is balanced 
 (HCNO-only, F, Cl, S, P) and by size; `enumerate_molecules` is a prefix of it, and `build` keeps the
 first molecules of the ranking that RDKit embeds (`generate.embed`), which is what molecules.txt ships.
 
-    python -m deploycc.data.enumerate --count 1200 --seed 0 --out deploycc/data/molecules.txt
+    deploycc data molecules --count 1200 --seed 0 --out deploycc/data/molecules.txt
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .fragments import CHAINS, FORBIDDEN, FUSED, LINKERS, RINGS, SUBSTITUENTS
 
 MOLECULES_FILE = Path(__file__).with_name("molecules.txt")
 ALLOWED = frozenset({1, 6, 7, 8, 9, 15, 16, 17})  # H C N O F P S Cl
@@ -31,57 +31,6 @@ GROUP_ORDER = ("P", "S", "Cl", "F")
 GROUP_SHARE = {"HCNO": 0.55, "F": 0.1125, "Cl": 0.1125, "S": 0.1125, "P": 0.1125}
 SIZE_BINS = ((3, 10), (11, 20), (21, 30), (31, 40), (41, 60))
 SIZE_SHARE = (1.0, 2.0, 2.0, 2.0, 1.0)  # mostly 11-40 atoms with hydrogens, fewer tiny and large ones
-
-# ring scaffolds and chains: (name, SMILES); substituents attach at any symmetry-unique atom bearing H
-RINGS = (
-    ("benzene", "c1ccccc1"), ("pyridine", "c1ccncc1"), ("pyrimidine", "c1cncnc1"), ("pyrazine", "c1cnccn1"),
-    ("pyridazine", "c1ccnnc1"), ("pyrrole", "c1cc[nH]c1"), ("furan", "c1ccoc1"), ("thiophene", "c1ccsc1"),
-    ("imidazole", "c1c[nH]cn1"), ("pyrazole", "c1cc[nH]n1"), ("oxazole", "c1cocn1"), ("isoxazole", "c1cnoc1"),
-    ("thiazole", "c1cscn1"), ("triazole", "c1nc[nH]n1"), ("cyclopropane", "C1CC1"), ("cyclobutane", "C1CCC1"),
-    ("cyclopentane", "C1CCCC1"), ("cyclohexane", "C1CCCCC1"), ("cyclohexene", "C1=CCCCC1"),
-    ("piperidine", "C1CCNCC1"), ("piperazine", "C1CNCCN1"), ("morpholine", "C1COCCN1"),
-    ("thiomorpholine", "C1CSCCN1"), ("pyrrolidine", "C1CCNC1"), ("azetidine", "C1CNC1"), ("oxetane", "C1COC1"),
-    ("tetrahydrofuran", "C1CCOC1"), ("tetrahydropyran", "C1CCOCC1"), ("dioxane", "C1COCCO1"),
-    ("tetrahydrothiophene", "C1CCSC1"), ("pyrrolidinone", "O=C1CCCN1"), ("piperidinone", "O=C1CCCCN1"),
-    ("oxazolidinone", "O=C1NCCO1"), ("imidazolidinone", "O=C1NCCN1"), ("pyridone", "O=c1cccc[nH]1"),
-)
-FUSED = (
-    ("naphthalene", "c1ccc2ccccc2c1"), ("indole", "c1ccc2[nH]ccc2c1"), ("benzofuran", "c1ccc2occc2c1"),
-    ("benzothiophene", "c1ccc2sccc2c1"), ("benzimidazole", "c1ccc2[nH]cnc2c1"), ("benzoxazole", "c1ccc2ocnc2c1"),
-    ("benzothiazole", "c1ccc2scnc2c1"), ("quinoline", "c1ccc2ncccc2c1"), ("isoquinoline", "c1ccc2cnccc2c1"),
-    ("indane", "c1ccc2CCCc2c1"), ("tetralin", "c1ccc2CCCCc2c1"), ("purine", "c1ncc2[nH]cnc2n1"),
-    ("benzodioxole", "c1ccc2OCOc2c1"), ("indazole", "c1ccc2[nH]ncc2c1"),
-)
-CHAINS = (
-    ("methyl", "C"), ("ethyl", "CC"), ("propyl", "CCC"), ("isopropane", "CC(C)"), ("butane", "CCCC"),
-    ("isobutane", "CC(C)C"), ("neopentane", "CC(C)(C)C"), ("pentane", "CCCCC"), ("isopentane", "CCC(C)C"),
-    ("hexane", "CCCCCC"), ("isohexane", "CC(C)CCC"), ("ethene", "C=C"), ("propene", "C=CC"), ("ethyne", "C#C"),
-)
-# substituents: (name, SMILES), attached through atom 0 (which must bear an H in the SMILES as written)
-SUBSTITUENTS = (
-    ("F", "F"), ("Cl", "Cl"), ("OH", "O"), ("NH2", "N"), ("Me", "C"), ("Et", "CC"), ("OMe", "OC"),
-    ("CF3", "C(F)(F)F"), ("CN", "C#N"), ("NO2", "[NH+](=O)[O-]"), ("COOH", "C(=O)O"), ("CONH2", "C(N)=O"),
-    ("CHO", "C=O"), ("Ac", "C(C)=O"), ("COOMe", "C(=O)OC"), ("NHAc", "NC(C)=O"), ("NMe2", "N(C)C"),
-    ("OCF3", "OC(F)(F)F"), ("CHF2", "C(F)F"), ("SH", "S"), ("SMe", "SC"), ("SO2Me", "S(C)(=O)=O"),
-    ("SO2NH2", "S(N)(=O)=O"), ("SO3H", "S(=O)(=O)O"), ("PO3H2", "P(=O)(O)O"), ("PO3Me2", "P(=O)(OC)OC"),
-    ("PO3Et2", "P(=O)(OCC)OCC"), ("OPO3H2", "OP(=O)(O)O"), ("OPO3Me2", "OP(=O)(OC)OC"), ("POMe2", "P(C)(C)=O"),
-    ("PSOMe2", "P(=S)(OC)OC"), ("CH2OH", "CO"), ("CH2NH2", "CN"), ("CH2Cl", "CCl"),
-)
-# two-ended linkers: (name, SMILES, head atom, tail atom); both orientations are used
-LINKERS = (
-    ("bond", "", 0, 0), ("CH2", "C", 0, 0), ("C2H4", "CC", 0, 1), ("O", "O", 0, 0), ("NH", "N", 0, 0),
-    ("S", "S", 0, 0), ("CO", "C=O", 0, 0), ("amide", "C(=O)N", 0, 2), ("ester", "C(=O)O", 0, 2),
-    ("sulfonamide", "S(=O)(=O)N", 0, 3), ("sulfone", "S(=O)=O", 0, 0), ("urea", "NC(=O)N", 0, 3),
-    ("carbamate", "OC(=O)N", 0, 3), ("CH2O", "CO", 0, 1), ("CH2NH", "CN", 0, 1), ("vinylene", "C=C", 0, 1),
-    ("ethynylene", "C#C", 0, 1), ("phosphate", "OP(=O)(O)O", 0, 4), ("CH2amide", "CC(=O)N", 0, 3),
-)
-# assembled bonds that are unstable or not drug-like (g2 and curated molecules are exempt)
-FORBIDDEN = (
-    "[#8]-[#8]", "[#7,#8,#15,#16]-[F,Cl]", "[#7;!a]-[#7;!a]", "[#8;!a;!$([O-])]-[#7;!a;!$([N+](=O)[O-])]",
-    "[#7,#8,#15,#16]-[N+](=O)[O-]", "[#16;X2]-[#8,#7;!a]", "[#16]-[#16]", "[#15]-[#15]", "[#15]-[#7,#16]",
-    "[#6X4](-Cl)-[#7,#8,#16]", "[#6X4;H2](-F)-[#7,#8,#16]", "[#7,#8,#16]-!@[#6X4]-[#7,#8,#16]",
-    "[CX3]=[CX3]-[OX2H,NX3H1,NX3H2]", "[n]-[#7,#8,#15,F,Cl]", "[n]-[#16X2]", "C#C-[!#6]",
-)
 
 
 def _chem():
@@ -231,27 +180,57 @@ def g2_smiles() -> list[tuple[str, str]]:
     return out
 
 
+def _decorate(rng: random.Random, mol, name: str, among, n_subs: int):
+    """`mol` with `n_subs` random substituents at random sites among `among` (None when one fails)."""
+    for _ in range(n_subs):
+        sites = _sites(mol, among)
+        if not sites:
+            return None, name
+        site = rng.choice(sites)
+        sname, ssmi = rng.choice(SUBSTITUENTS)
+        mol = join(mol, site, _mol(ssmi), 0)
+        if mol is None:
+            return None, name
+        name = f"{name}_{sname}@{site}"
+    return mol, name
+
+
+def _linked(rng: random.Random, kind: str, rings) -> tuple[object, str] | None:
+    """One part - linker - part molecule, each part a ring or chain with 0-1 substituents (None: no product)."""
+    left = rng.choice(CHAINS if kind != "ring-ring" else rings)
+    right = rng.choice(CHAINS if kind == "chain-chain" else rings)
+    lname, lsmi, head, tail = rng.choice(LINKERS)
+    if rng.random() < 0.5:
+        head, tail = tail, head
+    a = _mol(left[1])
+    b = _mol(right[1])
+    a_sites, b_sites = _sites(a), _sites(b)
+    if not a_sites or not b_sites:
+        return None
+    ia, ib = rng.choice(a_sites), rng.choice(b_sites)
+    if lsmi:
+        mol = join(a, ia, _mol(lsmi), head)
+        if mol is None:
+            return None
+        mol = join(mol, a.GetNumAtoms() + tail, b, ib)
+    else:
+        mol = join(a, ia, b, ib)
+    if mol is None:
+        return None
+    name = f"{left[0]}@{ia}-{lname}-{right[0]}@{ib}"
+    b_start = mol.GetNumAtoms() - b.GetNumAtoms()  # decoration appends atoms: part ranges stay valid
+    for among in (range(a.GetNumAtoms()), range(b_start, b_start + b.GetNumAtoms())):
+        if mol is not None and rng.random() < 0.45:
+            mol, name = _decorate(rng, mol, name, among, 1)
+    return mol, name
+
+
 def _assembled(seed: int) -> Iterator[tuple[object, str]]:
     """(mol, name) from the recipes; random choices come from random.Random(seed) alone."""
     rng = random.Random(seed)
-    scaffolds = RINGS + FUSED + CHAINS
     rings = RINGS + FUSED
-
-    def decorate(mol, name, among, n_subs):
-        for _ in range(n_subs):
-            sites = _sites(mol, among)
-            if not sites:
-                return None, name
-            site = rng.choice(sites)
-            sname, ssmi = rng.choice(SUBSTITUENTS)
-            mol = join(mol, site, _mol(ssmi), 0)
-            if mol is None:
-                return None, name
-            name = f"{name}_{sname}@{site}"
-        return mol, name
-
     # 1. every scaffold bare and with one substituent at every symmetry-unique site
-    for sc_name, sc in scaffolds:
+    for sc_name, sc in RINGS + FUSED + CHAINS:
         base = _mol(sc)
         yield base, sc_name
         for site in _sites(base):
@@ -262,37 +241,13 @@ def _assembled(seed: int) -> Iterator[tuple[object, str]]:
         for _ in range(tries):
             sc_name, sc = rng.choice(rings)
             base = _mol(sc)
-            yield decorate(base, sc_name, range(base.GetNumAtoms()), n_subs)
-    # 3. part - linker - part, each part a ring or chain with 0-1 substituents
+            yield _decorate(rng, base, sc_name, range(base.GetNumAtoms()), n_subs)
+    # 3. part - linker - part
     for kind, tries in (("ring-ring", 3000), ("chain-ring", 2500), ("chain-chain", 800)):
         for _ in range(tries):
-            left = rng.choice(CHAINS if kind != "ring-ring" else rings)
-            right = rng.choice(CHAINS if kind == "chain-chain" else rings)
-            lname, lsmi, head, tail = rng.choice(LINKERS)
-            if rng.random() < 0.5:
-                head, tail = tail, head
-            a = _mol(left[1])
-            b = _mol(right[1])
-            a_sites, b_sites = _sites(a), _sites(b)
-            if not a_sites or not b_sites:
-                continue
-            ia, ib = rng.choice(a_sites), rng.choice(b_sites)
-            if lsmi:
-                link = _mol(lsmi)
-                mol = join(a, ia, link, head)
-                if mol is None:
-                    continue
-                mol = join(mol, a.GetNumAtoms() + tail, b, ib)
-            else:
-                mol = join(a, ia, b, ib)
-            if mol is None:
-                continue
-            name = f"{left[0]}@{ia}-{lname}-{right[0]}@{ib}"
-            b_start = mol.GetNumAtoms() - b.GetNumAtoms()  # decoration appends atoms: part ranges stay valid
-            for among in (range(a.GetNumAtoms()), range(b_start, b_start + b.GetNumAtoms())):
-                if mol is not None and rng.random() < 0.45:
-                    mol, name = decorate(mol, name, among, 1)
-            yield mol, name
+            product = _linked(rng, kind, rings)
+            if product is not None:
+                yield product
 
 
 @lru_cache(maxsize=4)
@@ -427,7 +382,7 @@ def write(path: Path, kept, dropped, count: int, seed: int, embed_seed: int, sec
         "# Small drug-like molecules of H C N O F P S Cl, one SMILES per line, name after a space.",
         "# Generated by deploycc/data/enumerate.py (curated smiles.txt + ASE g2 + scaffolds/chains joined with",
         "# linkers and substituents, balanced by element group and size, only those RDKit embeds):",
-        f"#   python -m deploycc.data.enumerate --count {count} --seed {seed} --embed-seed {embed_seed} --out {path}",
+        f"#   deploycc data molecules --count {count} --seed {seed} --embed-seed {embed_seed} --out {path}",
         f"# RDKit {rdBase.rdkitVersion}; embedding took {seconds:.0f} s. Do not edit by hand.",
         f"# count {stats['count']}, H C N O only {stats['hcno_only']}",
         "# molecules per element: " + " ".join(f"{k}={v}" for k, v in stats["elements"].items()),
@@ -436,26 +391,3 @@ def write(path: Path, kept, dropped, count: int, seed: int, embed_seed: int, sec
     lines += [f"# dropped: {s} {n}" for s, n in dropped]
     lines += [f"{s} {n}" for s, n in kept]
     Path(path).write_text("\n".join(lines) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploycc.data.enumerate", description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=1200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--embed-seed", type=int, default=0)
-    parser.add_argument("--elements", default="", help="element symbols, e.g. H,C,N,O (default: all eight)")
-    parser.add_argument("--out", type=Path, default=MOLECULES_FILE)
-    args = parser.parse_args(argv)
-    elements = None
-    if args.elements:
-        by_symbol = {v: k for k, v in SYMBOLS.items()}
-        elements = {by_symbol[s.strip()] for s in args.elements.split(",")}
-    kept, dropped, seconds = build(args.count, args.seed, elements, args.embed_seed,
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))
-    write(args.out, kept, dropped, args.count, args.seed, args.embed_seed, seconds)
-    print(molecule_stats(kept), f"dropped {len(dropped)}", f"embedding {seconds:.1f} s", sep="\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -71,7 +71,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-class _EMA:
+class EMA:
     """Exponential moving average of the parameters (evaluated and saved instead of the raw weights)."""
 
     def __init__(self, model: StudentModel, decay: float) -> None:
@@ -133,7 +133,7 @@ class _Run:
 
     model: StudentModel
     optimiser: torch.optim.Optimizer
-    ema: _EMA
+    ema: EMA
     step: int = 0
     epoch: int = 0
     best_val: float = math.inf
@@ -232,7 +232,7 @@ def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConf
     model = initial_model(config, train_set, s.device)
     distributed.sync_model(model, ctx)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    run = _Run(model, optimiser, _EMA(model, s.ema_decay))
+    run = _Run(model, optimiser, EMA(model, s.ema_decay))
     if resume and _restore(run, _state_path(out), ctx):
         rng = np.random.default_rng(s.seed + run.epoch)
     started = time.perf_counter()

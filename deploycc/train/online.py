@@ -30,7 +30,7 @@ from ..model import ModelConfig, StudentModel
 from ..runtime.neighbours import HalfList, Structure, half_list
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
-from .loop import _EMA, initial_model
+from .loop import EMA, initial_model
 
 def molecule_file() -> Path:
     """The shipped molecule list: the enumerated one (deploycc/data/molecules.txt) when present."""
@@ -40,7 +40,7 @@ def molecule_file() -> Path:
     return enumerated if enumerated.is_file() else SMILES_FILE
 
 
-RATTLE = (0.01, 0.15)  # Å: the width of the Gaussian rattle is drawn uniformly in this range per frame
+RATTLE = (0.01, 0.12)  # Å, as `deploycc data generate`: the rattle width, drawn per frame
 
 
 @dataclass
@@ -64,6 +64,7 @@ class OnlineSettings:
     eval_frames: int = 4  # frames per validation / test molecule
     max_minutes: float = 0.0
     seed: int = 0
+    device: str = "cpu"  # where the student trains; the teacher's workers run on CPU
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every", "eval_frames"):
@@ -72,6 +73,9 @@ class OnlineSettings:
         for name in ("lr", "ema_decay"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise UserInputError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        from ..targets.settings import checked_device
+
+        checked_device(self.device)
         if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
             raise UserInputError(f"--max-minutes must be a non-negative number, got {self.max_minutes}")
 
@@ -299,9 +303,9 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     fit = Frames(sum((f.numbers for f in first), []), sum((f.positions for f in first), []),
                  np.concatenate([f.energies for f in first]), sum((f.forces for f in first), []), [],
                  np.concatenate([f.group for f in first]))
-    model = initial_model(config, fit.structures(), "cpu")
+    model = initial_model(config, fit.structures(), s.device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    ema = _EMA(model, s.ema_decay)
+    ema = EMA(model, s.ema_decay)
     val_prep, test_prep = val.prepared(), test.prepared()
     history: list[dict[str, float]] = []
     best, best_state = math.inf, None
@@ -316,18 +320,8 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
             continue
         elapsed = (time.perf_counter() - started) / 60.0
         progress = max(step / s.steps, elapsed / s.max_minutes if s.max_minutes > 0 else 0.0)
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(step, s, progress)
-        model.train()
-        prepared = batch.prepared()
-        idx = np.arange(len(prepared))
-        loss = distillation_loss(model, prepared.batch(idx, "cpu"), len(idx), s.energy_weight, s.force_weight)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        optimiser.step()
-        ema.update(model)
-        frames_seen += len(idx)
+        loss = _step(model, optimiser, ema, batch, s, _lr(step, s, progress))
+        frames_seen += len(batch.energies)
         step += 1
         last = step == s.steps or (s.max_minutes > 0 and elapsed >= s.max_minutes)
         if step % s.eval_every == 0 or last:
@@ -342,7 +336,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
             break
     model.load_state_dict(best_state)
     model.eval()
-    val_metrics, test_metrics = evaluate(model, val_prep), evaluate(model, test_prep)
+    val_metrics, test_metrics = evaluate(model, val_prep, s.device), evaluate(model, test_prep, s.device)
     seconds = time.perf_counter() - started
     metadata = {
         "teacher": teacher_name, "online": True, "molecules": molecule_count,
@@ -357,14 +351,31 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
                         seconds, history)
 
 
-def _score(model: StudentModel, ema: _EMA, val: Prepared, s: OnlineSettings, step: int, frames_seen: int,
+def _step(model: StudentModel, optimiser: torch.optim.Optimizer, ema: EMA, batch: Frames, s: OnlineSettings,
+          lr: float) -> torch.Tensor:
+    """One optimiser step on one fresh batch; returns its loss."""
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+    model.train()
+    prepared = batch.prepared()
+    idx = np.arange(len(prepared))
+    loss = distillation_loss(model, prepared.batch(idx, s.device), len(idx), s.energy_weight, s.force_weight)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+    optimiser.step()
+    ema.update(model)
+    return loss
+
+
+def _score(model: StudentModel, ema: EMA, val: Prepared, s: OnlineSettings, step: int, frames_seen: int,
            teacher_frames: int, teacher_seconds: float, loss: float, started: float
            ) -> tuple[dict[str, float], float, dict[str, torch.Tensor]]:
     """The EMA weights on the validation frames: the record, its score and the EMA state."""
     raw = {k: v.clone() for k, v in model.state_dict().items()}
     ema.copy_to(model)
     model.eval()
-    metrics = evaluate(model, val)
+    metrics = evaluate(model, val, s.device)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(raw)
     record = {"step": step, "frames_seen": frames_seen, "teacher_frames": teacher_frames,

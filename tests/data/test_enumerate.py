@@ -130,7 +130,7 @@ def test_g2_molecules_are_neutral_closed_shell():
 
 
 def test_shipped_file_is_the_regeneration(ranked, shipped):
-    """molecules.txt is what `python -m deploycc.data.enumerate` writes: the ranking less the molecules its
+    """molecules.txt is what `deploycc data molecules` writes: the ranking less the molecules its
     header lists as failing to embed, cut at 1,200."""
     dropped = {s for s, _ in enum.read_dropped()}
     assert len(dropped) < 50
@@ -141,7 +141,7 @@ def test_shipped_file_is_the_regeneration(ranked, shipped):
 def test_shipped_file_counts(shipped, curated_smiles):
     text = enum.MOLECULES_FILE.read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
-    assert text.startswith("#") and any("python -m deploycc.data.enumerate" in line for line in header)
+    assert text.startswith("#") and any("deploycc data molecules" in line for line in header)
     assert len(text.encode()) < 250_000
     assert len(shipped) >= 1200
     smiles = [s for s, _ in shipped]

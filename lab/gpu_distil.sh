@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Online distillation of a student from ANI-1x on one CUDA GPU, in one call of about TRAIN_MINUTES + 2 minutes,
+# installing nothing: the student trains on the GPU while WORKERS CPU processes label fresh frames with the
+# ANI-1x ensemble.  Carry the wheels in .whl/ (ase, rdkit, torchani==2.2.4 and setuptools<70, all --no-deps;
+# `pip download --no-deps -d .whl ase rdkit torchani==2.2.4 'setuptools<70'`), which gpu_env.sh unpacks.
+# torchani's setuptools goes on the ANI server's path only (DEPLOYCC_ANI_PYTHON wrapper below).
+# Usage: OUT=/tmp/out TRAIN_MINUTES=8 MODEL=tiny WORKERS=6 BATCH=64 bash lab/gpu_distil.sh
+set -uo pipefail
+OUT=${OUT:-artifacts/gpu-distil}
+TRAIN_MINUTES=${TRAIN_MINUTES:-8}
+MODEL=${MODEL:-tiny}
+WORKERS=${WORKERS:-6}
+BATCH=${BATCH:-64}
+mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_env.sh"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+ANI_SITE=/tmp/ani-site
+mkdir -p "$ANI_SITE"
+if ls .whl/setuptools-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$ANI_SITE" .whl/setuptools-*.whl .whl/torchani-*.whl
+fi
+cat > "$OUT/ani-python" <<WRAP
+#!/usr/bin/env bash
+PYTHONPATH="$ANI_SITE:/tmp/site" exec python3 "\$@"
+WRAP
+chmod +x "$OUT/ani-python"
+export DEPLOYCC_ANI_PYTHON="$OUT/ani-python" OMP_NUM_THREADS=1
+python3 -m deploycc distil --teacher ani1x --model "$MODEL" --out "$OUT/$MODEL-ani1x.pt" --device cuda \
+  --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \
+  --splits-out "$OUT/held-out.h5" 2>&1 | tee "$OUT/distil-$MODEL.log" | tail -n 20
