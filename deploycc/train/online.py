@@ -65,6 +65,7 @@ class OnlineSettings:
     max_minutes: float = 0.0
     seed: int = 0
     device: str = "cpu"  # where the student trains; the teacher's workers run on CPU
+    init: str = ""  # a checkpoint of the same architecture to start from (a warm restart), else a fresh fit
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every", "eval_frames"):
@@ -303,7 +304,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     fit = Frames(sum((f.numbers for f in first), []), sum((f.positions for f in first), []),
                  np.concatenate([f.energies for f in first]), sum((f.forces for f in first), []), [],
                  np.concatenate([f.group for f in first]))
-    model = initial_model(config, fit.structures(), s.device)
+    model = initial_model(config, fit.structures(), s.device) if not s.init else _warm_start(s.init, config, s.device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay)
     val_prep, test_prep = val.prepared(), test.prepared()
@@ -349,6 +350,16 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     sha = save_checkpoint(model.cpu(), out, metadata)
     return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
                         seconds, history)
+
+
+def _warm_start(source: str, config: ModelConfig, device: str) -> StudentModel:
+    """The weights (normalisation included) of a checkpoint whose architecture is `config`."""
+    from ..checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(source)
+    if checkpoint.config != config:
+        raise UserInputError(f"--init {source} is a {checkpoint.config} model, not the {config} being trained")
+    return checkpoint.model.to(device)
 
 
 def _step(model: StudentModel, optimiser: torch.optim.Optimizer, ema: EMA, batch: Frames, s: OnlineSettings,
