@@ -94,7 +94,14 @@ def verify(folder: Path, data_path: Path | None = None, device: str | None = Non
     disagree = tolerance_disagreements(opened.manifest.settings.get("tolerances") or {}, asdict(installed))
     if disagree:
         out["manifest_disagrees"] = disagree
-    if data.has_labels:
+    labels_by = str(data.attrs.get("teacher", "")) if data.attrs else ""
+    distilled_from = str(checkpoint.metadata.get("teacher", ""))
+    from .data.teachers import TEACHERS
+
+    if data.has_labels and {labels_by, distilled_from} <= set(TEACHERS) and labels_by != distilled_from:
+        # Another teacher's labels (another energy zero, another method): errors against them mean nothing.
+        out["labels_not_compared"] = f"the labels are {labels_by}'s; the checkpoint was distilled from {distilled_from}"
+    elif data.has_labels:
         eager = eager_runner(copy.deepcopy(checkpoint.model), "cpu")
         out["vs_labels"] = {opened.manifest.target: label_errors(opened.runner, rules, settings, data),
                             "eager": label_errors(eager, rules, settings, data)}

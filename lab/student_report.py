@@ -68,7 +68,11 @@ def main() -> None:
               "per_molecule": by_molecule}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    plot(f_ref, f_out, subset.energies / sizes, energy_pred / sizes, args.out.with_suffix(".png"), report)
+    # Energies less the student's per-element references: what is left is what the model learned.
+    refs = model.element_ref.detach().numpy()
+    baseline = np.array([refs[z].sum() for z in subset.numbers])
+    plot(f_ref, f_out, (subset.energies - baseline) / sizes, (energy_pred - baseline) / sizes,
+         args.out.with_suffix(".png"), report)
     worst = sorted(by_molecule.items(), key=lambda kv: -kv[1]["force_rmse"])[:5]
     print(json.dumps({k: v for k, v in report.items() if k != "per_molecule"}, indent=1))
     print("worst molecules (group: force RMSE):", ", ".join(f"{g}: {m['force_rmse']:.3f}" for g, m in worst))
@@ -90,7 +94,7 @@ def plot(f_ref, f_out, e_ref, e_out, path: Path, report: dict) -> None:
     axes[1].scatter(e_ref, e_out, s=4, alpha=0.5)
     lo, hi = float(min(e_ref.min(), e_out.min())), float(max(e_ref.max(), e_out.max()))
     axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[1].set_xlabel("teacher energy (eV/atom)")
+    axes[1].set_xlabel("teacher energy less element references (eV/atom)")
     axes[1].set_ylabel("student (eV/atom)")
     axes[1].set_title(f"energy MAE {1000 * report['energy_mae_per_atom']:.1f} meV/atom")
     fig.tight_layout()

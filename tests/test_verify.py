@@ -174,3 +174,21 @@ def test_an_artifact_that_takes_none_of_the_structures_is_refused_naming_the_fil
     with pytest.raises(UserInputError, match=rf"^{re.escape(str(calib_file))}: none of the 12 structures fits the "
                                              r"artifact's atoms profile \(at most 1 atom\)"):
         verify(copy, calib_file)
+
+
+def test_labels_of_another_teacher_are_not_compared(built, calib_file, tmp_path):
+    from deploycc.data.schema import read_h5, write_h5
+
+    data = read_h5(calib_file)
+    data.attrs = {**data.attrs, "teacher": "xtb"}
+    relabelled = tmp_path / "xtb-labels.h5"
+    write_h5(data, relabelled)
+    checkpoint = tmp_path / "from-ani1x.pt"
+    save_checkpoint(make_model(), checkpoint, {"teacher": "ani1x"})
+    folder = build(str(checkpoint), "eager", tmp_path, calib=calib_file).folder
+    report = verify(folder, relabelled)
+    assert "vs_labels" not in report and report["parity"]["passed"]
+    assert report["labels_not_compared"] == "the labels are xtb's; the checkpoint was distilled from ani1x"
+    data.attrs["teacher"] = "ani1x"
+    write_h5(data, relabelled)
+    assert "vs_labels" in verify(folder, relabelled)  # the same teacher's labels are compared

@@ -193,6 +193,8 @@ def distil_cmd(
     splits_out: Optional[Path] = typer.Option(None, help="also write the held-out frames (val, test) as HDF5"),
     device: str = typer.Option("cpu", help="where the student trains (cpu, cuda); the teacher labels on CPU"),
     init: Optional[str] = typer.Option(None, help="start from this checkpoint (same architecture): a warm restart"),
+    stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
+                                       "frames, the same molecule split)"),
 ) -> None:
     """Online distillation: workers make and label new frames while the student trains (never the same frame
     twice); molecules split train/val/test; the best EMA weights by validation are saved."""
@@ -204,7 +206,7 @@ def distil_cmd(
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
                               eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
-                              init=init or "")
+                              init=init or "", stream=stream)
     settings.check()
     config = preset_config(model)
     check_output_file(out, "--out", tuple(p for p in (molecules,) if p))

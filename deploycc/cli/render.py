@@ -140,6 +140,8 @@ def print_verify(report: dict) -> None:
     for name, (recorded, installed) in report.get("manifest_disagrees", {}).items():
         console.print(f"  [yellow]note[/yellow] the manifest records {name} = {recorded}; this installation "
                       f"checks {installed}")
+    if "labels_not_compared" in report:
+        console.print(f"  vs labels: not compared ({escape(report['labels_not_compared'])})")
     for who, metrics in report.get("vs_labels", {}).items():
         console.print(f"  vs labels ({who}): energy MAE {1000 * metrics['energy_mae_per_atom']:.2f} meV/atom, "
                       f"force MAE {metrics['force_mae']:.4f} eV/Å, force RMSE {metrics['force_rmse']:.4f} eV/Å")

@@ -66,8 +66,11 @@ class OnlineSettings:
     seed: int = 0
     device: str = "cpu"  # where the student trains; the teacher's workers run on CPU
     init: str = ""  # a checkpoint of the same architecture to start from (a warm restart), else a fresh fit
+    stream: int = 0  # seed stream of the training frames: a warm restart takes another, to see new frames only
 
     def check(self) -> None:
+        if int(self.stream) < 0:
+            raise UserInputError(f"--stream must be at least 0, got {self.stream}")
         for name in ("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every", "eval_frames"):
             if int(getattr(self, name)) < 1:
                 raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -176,7 +179,8 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
             raise UserInputError("no training molecule could be embedded by RDKit")
         k = 0
         while not stop.is_set():
-            rng = np.random.default_rng([settings.seed, worker, k])
+            key = [settings.seed, worker, k] + ([settings.stream] if settings.stream else [])
+            rng = np.random.default_rng(key)
             batch = labelled(teacher, rattled(pool, settings.batch_size, rng), cutoff)
             while not stop.is_set():
                 try:

@@ -99,3 +99,21 @@ def test_a_warm_restart_starts_from_the_checkpoint_and_refuses_another_architect
     again = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "c.pt",
                           replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt")))
     assert again.steps == 2 and load_checkpoint(tmp_path / "c.pt").metadata["online_settings"]["init"].endswith("a.pt")
+
+
+def test_another_stream_samples_other_frames_of_the_same_split():
+    from deploycc.train.online import Labellers
+
+    settings = OnlineSettings(steps=1, batch_size=3, conformers=1, seed=2, prefetch=1)
+    molecules = split_molecules(SMILES, 2)["train"][:5]
+    firsts = []
+    for stream in (0, 1):
+        from dataclasses import replace
+
+        labellers = Labellers("emt", molecules, replace(settings, stream=stream), cutoff=5.0)
+        try:
+            firsts.append(labellers.next())
+        finally:
+            labellers.close()
+    a, b = firsts
+    assert not any(p.shape == q.shape and np.allclose(p, q) for p in a.positions for q in b.positions)
