@@ -49,7 +49,7 @@ ani-venv: $(ANI_VENV)/.installed
 
 $(ANI_VENV)/.installed:
 	test -x $(ANI_VENV)/bin/python || python3 -m venv $(ANI_VENV)
-	$(ANI_VENV)/bin/pip install -q torch==2.13.0 numpy importlib-metadata lark-parser
+	$(ANI_VENV)/bin/pip install -q torch==2.13.0 numpy importlib-metadata lark-parser requests
 	$(ANI_VENV)/bin/pip install -q --no-deps torchani==2.2.4 'setuptools<70'
 	$(ANI_VENV)/bin/python -W ignore -c "import torchani, pkg_resources"
 	touch $@
