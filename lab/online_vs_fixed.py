@@ -27,14 +27,13 @@ import torch
 def held_out(teacher, pairs, config, seed: int, frames: int, path: Path):
     """The validation and test frames both runs are scored on (deterministic for a seed)."""
     from deploycc.data.schema import read_h5
-    from deploycc.train.online import _write_splits, fixed_split, split_molecules
-    from deploycc.data.schema import write_h5
+    from deploycc.train.frames import fixed_split, split_molecules, write_splits
 
     if not path.is_file():
         molecules = split_molecules(pairs, seed)
         val = fixed_split(teacher, molecules["val"], frames, seed, 1, config.cutoff)
         test = fixed_split(teacher, molecules["test"], frames, seed, 2, config.cutoff)
-        _write_splits(val, test, path, teacher.name, write_h5)
+        write_splits(val, test, path, teacher.name)
     return read_h5(path)
 
 

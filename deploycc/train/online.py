@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from ..data.schema import Structures, split_by_group
 from ..errors import DeployccError, UserInputError
 from ..model import ModelConfig, StudentModel
-from ..runtime.neighbours import HalfList, Structure, half_list
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
+from .frames import (Frames, conformers_of, fixed_split, labelled, rattled,  # noqa: F401 (re-exported)
+                     split_molecules, write_splits)
 from .loop import EMA, initial_model
 
 def molecule_file() -> Path:
@@ -38,9 +38,6 @@ def molecule_file() -> Path:
 
     enumerated = SMILES_FILE.with_name("molecules.txt")
     return enumerated if enumerated.is_file() else SMILES_FILE
-
-
-RATTLE = (0.01, 0.12)  # Å, as `deploycc data generate`: the rattle width, drawn per frame
 
 
 @dataclass
@@ -85,31 +82,6 @@ class OnlineSettings:
 
 
 @dataclass
-class Frames:
-    """Labelled frames with their neighbour lists (what a worker sends and a split holds)."""
-
-    numbers: list[np.ndarray]
-    positions: list[np.ndarray]
-    energies: np.ndarray
-    forces: list[np.ndarray]
-    halves: list[HalfList]
-    group: np.ndarray
-    teacher_seconds: float = 0.0
-
-    def prepared(self) -> Prepared:
-        data = Structures(numbers=self.numbers, positions=self.positions, energies=self.energies,
-                          forces=self.forces, group=self.group)
-        structures = [Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool))
-                      for z, r in zip(self.numbers, self.positions)]
-        return Prepared(data, structures, self.halves)
-
-    def structures(self) -> Structures:
-        return Structures(numbers=self.numbers, positions=self.positions, energies=self.energies, forces=self.forces,
-                          cells=np.zeros((len(self.numbers), 3, 3)), pbc=np.zeros((len(self.numbers), 3), bool),
-                          group=self.group)
-
-
-@dataclass
 class OnlineResult:
     checkpoint: Path
     sha256: str
@@ -121,49 +93,6 @@ class OnlineResult:
     val: Metrics
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-# --- sampling and labelling (run in the workers, and for the fixed splits) ---------------------------------
-
-
-def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
-    """(molecule id, ase.Atoms) conformers: `count` RDKit embeddings of each molecule that embeds."""
-    from ..data.generate import embed
-
-    out = []
-    for mol_id, smi in smiles:
-        for k in range(count):
-            atoms = embed(smi, seed + 1000 * k + mol_id)
-            if atoms is not None:
-                out.append((mol_id, atoms))
-    return out
-
-
-def rattled(pool: Sequence[tuple[int, Any]], count: int, rng: np.random.Generator) -> list[tuple[int, Any]]:
-    """`count` new frames: random conformers of the pool, each rattled by its own Gaussian width."""
-    frames = []
-    for k in rng.integers(0, len(pool), size=count):
-        mol_id, atoms = pool[int(k)]
-        frame = atoms.copy()
-        frame.positions = frame.positions + rng.normal(0.0, rng.uniform(*RATTLE), size=frame.positions.shape)
-        frames.append((mol_id, frame))
-    return frames
-
-
-def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = 50.0) -> Frames:
-    """The frames the teacher labels sensibly (finite, forces below `max_force`), with neighbour lists."""
-    started = time.perf_counter()
-    energies, forces = teacher.label([atoms for _, atoms in frames])
-    seconds = time.perf_counter() - started
-    keep = [k for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
-            and np.abs(forces[k]).max() <= max_force]
-    numbers = [frames[k][1].numbers.astype(np.int64) for k in keep]
-    positions = [frames[k][1].positions.astype(np.float64) for k in keep]
-    halves = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), cutoff)
-              for z, r in zip(numbers, positions)]
-    return Frames(numbers, positions, np.asarray([energies[k] for k in keep], dtype=np.float64),
-                  [np.asarray(forces[k], dtype=np.float64) for k in keep], halves,
-                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds)
 
 
 def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float,
@@ -238,24 +167,6 @@ class Labellers:
 # --- the run -----------------------------------------------------------------------------------------------
 
 
-def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
-                    ) -> dict[str, list[tuple[int, str]]]:
-    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes)."""
-    ids = np.arange(len(smiles), dtype=np.int64)
-    splits = split_by_group(ids, fractions, seed)
-    return {name: [(int(k), smiles[int(k)][0]) for k in sorted(idx)] for name, idx in splits.items()}
-
-
-def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
-                cutoff: float) -> Frames:
-    """Labelled frames of held-out molecules, made once by the online sampler with their own seed stream."""
-    pool = conformers_of(molecules, 1, seed + 7919 * stream)
-    rng = np.random.default_rng([seed, 10**6 + stream])
-    frames = [f for mol_id, atoms in pool
-              for f in rattled([(mol_id, atoms)], frames_per_molecule, rng)]
-    return labelled(teacher, frames, cutoff)
-
-
 def _lr(step: int, s: OnlineSettings, progress: float) -> float:
     if step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
@@ -266,7 +177,6 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
                   settings: OnlineSettings, on_eval: Callable[[dict[str, float]], None] | None = None,
                   splits_out: Path | None = None) -> OnlineResult:
     """Train a student on a stream of freshly labelled frames; save the best EMA weights (by validation)."""
-    from ..data.schema import write_h5
     from ..data.teachers import get_teacher
 
     settings.check()
@@ -280,26 +190,13 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
     test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
     if splits_out is not None:
-        _write_splits(val, test, splits_out, teacher_name, write_h5)
+        write_splits(val, test, splits_out, teacher_name)
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
         return _run(labellers, teacher_name, config, out, s, val, test, started, on_eval, len(smiles))
     finally:
         labellers.close()
-
-
-def _write_splits(val: Frames, test: Frames, path: Path, teacher: str, write_h5) -> None:
-    """The held-out frames as one labelled HDF5 (splits val and test), to score other students on."""
-    both = Structures(numbers=val.numbers + test.numbers, positions=val.positions + test.positions,
-                      energies=np.concatenate([val.energies, test.energies]), forces=val.forces + test.forces,
-                      cells=np.zeros((len(val.numbers) + len(test.numbers), 3, 3)),
-                      pbc=np.zeros((len(val.numbers) + len(test.numbers), 3), bool),
-                      group=np.concatenate([val.group, test.group]),
-                      splits={"val": np.arange(len(val.numbers)),
-                              "test": np.arange(len(val.numbers), len(val.numbers) + len(test.numbers))},
-                      attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
-    write_h5(both, path)
 
 
 def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings, val: Frames,

@@ -117,3 +117,40 @@ def test_another_stream_samples_other_frames_of_the_same_split():
             labellers.close()
     a, b = firsts
     assert not any(p.shape == q.shape and np.allclose(p, q) for p in a.positions for q in b.positions)
+
+
+def test_the_distil_command_trains_and_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from deploycc.cli import main
+
+    molecules = tmp_path / "molecules.txt"
+    molecules.write_text("".join(f"{s} {s}\n" for s, _ in SMILES) + "CS methanethiol\n")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["deploycc", "distil", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, err = run("--teacher", "emt", "--molecules", str(molecules), "--model", "ultra-tiny", "--steps", "2",
+                         "--eval-every", "1", "--batch-size", "3", "--out", str(tmp_path / "s.pt"))
+    assert code == 0, err
+    assert "steps 2," in out and load_checkpoint(tmp_path / "s.pt").metadata["online"] is True
+    code, out, err = run("--teacher", "emt", "--molecules", str(molecules), "--workers", "0", "--out",
+                         str(tmp_path / "t.pt"))
+    assert code == 65 and err.strip() == "error: --workers must be at least 1, got 0"
+    code, out, err = run("--teacher", "ani1x", "--molecules", str(molecules), "--out", str(molecules))
+    assert code == 65 and "is an input of this command" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_frame_the_teacher_cannot_label_is_dropped_not_the_batch():
+    pool = conformers_of([(0, "CCO"), (1, "CS")], 1, seed=0)  # EMT has no parameters for sulfur
+    frames = rattled(pool, 6, np.random.default_rng(1))
+    kinds = [mol_id for mol_id, _ in frames]
+    got = labelled(get_teacher("emt"), frames, cutoff=5.0)
+    assert got.group.tolist() == [k for k in kinds if k == 0] and np.isfinite(got.energies).all()

@@ -1,0 +1,139 @@
+"""The frames of online distillation: conformers of molecules, rattled by a Gaussian whose width is drawn
+per frame, labelled by a teacher in one batched call and given their neighbour lists; the split by molecule
+and the fixed held-out frames (train/online.py runs the stream)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.schema import Structures, split_by_group
+from ..errors import MissingDependencyError
+from ..runtime.neighbours import HalfList, Structure, half_list
+from .batches import Prepared
+
+RATTLE = (0.01, 0.12)  # Å, as `deploycc data generate`: the rattle width, drawn per frame
+
+
+
+@dataclass
+class Frames:
+    """Labelled frames with their neighbour lists (what a worker sends and a split holds)."""
+
+    numbers: list[np.ndarray]
+    positions: list[np.ndarray]
+    energies: np.ndarray
+    forces: list[np.ndarray]
+    halves: list[HalfList]
+    group: np.ndarray
+    teacher_seconds: float = 0.0
+
+    def prepared(self) -> Prepared:
+        data = Structures(numbers=self.numbers, positions=self.positions, energies=self.energies,
+                          forces=self.forces, group=self.group)
+        structures = [Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool))
+                      for z, r in zip(self.numbers, self.positions)]
+        return Prepared(data, structures, self.halves)
+
+    def structures(self) -> Structures:
+        return Structures(numbers=self.numbers, positions=self.positions, energies=self.energies, forces=self.forces,
+                          cells=np.zeros((len(self.numbers), 3, 3)), pbc=np.zeros((len(self.numbers), 3), bool),
+                          group=self.group)
+
+
+def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
+    """(molecule id, ase.Atoms) conformers: `count` RDKit embeddings of each molecule that embeds."""
+    from ..data.generate import embed
+
+    out = []
+    for mol_id, smi in smiles:
+        for k in range(count):
+            atoms = embed(smi, seed + 1000 * k + mol_id)
+            if atoms is not None:
+                out.append((mol_id, atoms))
+    return out
+
+
+def rattled(pool: Sequence[tuple[int, Any]], count: int, rng: np.random.Generator) -> list[tuple[int, Any]]:
+    """`count` new frames: random conformers of the pool, each rattled by its own Gaussian width."""
+    frames = []
+    for k in rng.integers(0, len(pool), size=count):
+        mol_id, atoms = pool[int(k)]
+        frame = atoms.copy()
+        frame.positions = frame.positions + rng.normal(0.0, rng.uniform(*RATTLE), size=frame.positions.shape)
+        frames.append((mol_id, frame))
+    return frames
+
+
+def _labels(teacher: Any, structures: list) -> tuple[list[float], list[np.ndarray]]:
+    """The teacher's labels of a batch; when the batch fails (one bad frame, an element it does not know),
+    frame by frame, a failed frame getting NaN labels (dropped by the caller, never trained on)."""
+    try:
+        return teacher.label(structures)
+    except MissingDependencyError:
+        raise
+    except Exception:  # noqa: BLE001 - which frame failed is found below
+        energies, forces = [], []
+        for atoms in structures:
+            try:
+                (energy,), (force,) = teacher.label([atoms])
+            except MissingDependencyError:
+                raise
+            except Exception:  # noqa: BLE001 - a teacher failing on a frame: the frame is skipped
+                energy, force = float("nan"), np.full((len(atoms), 3), np.nan)
+            energies.append(energy)
+            forces.append(force)
+        return energies, forces
+
+
+def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = 50.0) -> Frames:
+    """The frames the teacher labels sensibly (finite, forces below `max_force`), with neighbour lists."""
+    started = time.perf_counter()
+    energies, forces = _labels(teacher, [atoms for _, atoms in frames])
+    seconds = time.perf_counter() - started
+    keep = [k for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
+            and np.abs(forces[k]).max() <= max_force]
+    numbers = [frames[k][1].numbers.astype(np.int64) for k in keep]
+    positions = [frames[k][1].positions.astype(np.float64) for k in keep]
+    halves = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), cutoff)
+              for z, r in zip(numbers, positions)]
+    return Frames(numbers, positions, np.asarray([energies[k] for k in keep], dtype=np.float64),
+                  [np.asarray(forces[k], dtype=np.float64) for k in keep], halves,
+                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds)
+
+
+def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
+                    ) -> dict[str, list[tuple[int, str]]]:
+    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes)."""
+    ids = np.arange(len(smiles), dtype=np.int64)
+    splits = split_by_group(ids, fractions, seed)
+    return {name: [(int(k), smiles[int(k)][0]) for k in sorted(idx)] for name, idx in splits.items()}
+
+
+def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
+                cutoff: float) -> Frames:
+    """Labelled frames of held-out molecules, made once by the online sampler with their own seed stream."""
+    pool = conformers_of(molecules, 1, seed + 7919 * stream)
+    rng = np.random.default_rng([seed, 10**6 + stream])
+    frames = [f for mol_id, atoms in pool
+              for f in rattled([(mol_id, atoms)], frames_per_molecule, rng)]
+    return labelled(teacher, frames, cutoff)
+
+
+def write_splits(val: Frames, test: Frames, path: Path, teacher: str) -> None:
+    """The held-out frames as one labelled HDF5 (splits val and test), to score other students on."""
+    from ..data.schema import write_h5
+
+    both = Structures(numbers=val.numbers + test.numbers, positions=val.positions + test.positions,
+                      energies=np.concatenate([val.energies, test.energies]), forces=val.forces + test.forces,
+                      cells=np.zeros((len(val.numbers) + len(test.numbers), 3, 3)),
+                      pbc=np.zeros((len(val.numbers) + len(test.numbers), 3), bool),
+                      group=np.concatenate([val.group, test.group]),
+                      splits={"val": np.arange(len(val.numbers)),
+                              "test": np.arange(len(val.numbers), len(val.numbers) + len(test.numbers))},
+                      attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
+    write_h5(both, path)
