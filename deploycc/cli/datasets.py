@@ -196,8 +196,7 @@ def distil_cmd(
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
 ) -> None:
-    """Online distillation: workers make and label new frames while the student trains (never the same frame
-    twice); molecules split train/val/test; the best EMA weights by validation are saved."""
+    """Online distillation: workers label fresh frames while the student trains (none seen twice)."""
     from ..data.generate import molecules_for, read_smiles
     from ..data.teachers import get_teacher
     from ..model import preset_config
