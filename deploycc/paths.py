@@ -37,8 +37,12 @@ def check_output_file(path: Path, option: str = "--out", inputs: tuple[Path, ...
     for source in inputs:
         if path.exists() and Path(source).exists() and os.path.samefile(path, source):
             raise UserInputError(f"{option} {path} is an input of this command: write to another file")
+    if path.is_symlink() and not path.exists():
+        raise UserInputError(f"{option} {path} is a broken symbolic link: remove it or choose another name")
     existing = path.parent if str(path.parent) else Path(".")
     while not existing.exists():
+        if existing.is_symlink():
+            raise UserInputError(f"{option} {path}: {existing} is a broken symbolic link")
         existing = existing.parent
     if not existing.is_dir():
         raise UserInputError(f"{option} {path}: {existing} is a file, not a folder")

@@ -44,20 +44,24 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write strict JSON atomically (temporary file in the same folder, then rename); non-finite numbers
-    are written as null."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(json_safe(payload), handle, indent=2, sort_keys=False, default=str, allow_nan=False)
-            handle.write("\n")
+            handle.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write strict JSON atomically; non-finite numbers are written as null."""
+    text = json.dumps(json_safe(payload), indent=2, sort_keys=False, default=str, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 @contextmanager
@@ -145,8 +149,9 @@ def check_destination(final: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserInputError(f"cannot build into {final}: {existing} is a file, not a folder (choose another --out)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise StorageError(f"cannot write {final}: {existing} is not writable (build into a writable folder: --out)")
+    place = existing.parent if existing == final else existing  # the lock, staging folder and backup go beside it
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot write {final}: {place} is not writable (build into a writable folder: --out)")
 
 
 def publish(staged: Path, final: Path) -> None:

@@ -77,12 +77,14 @@ def data_molecules(
     unknown = [s for s in chosen if s not in by_symbol]
     if unknown:
         raise UserInputError(f"--elements: {', '.join(unknown)} not among {' '.join(SYMBOLS.values())}")
-    check_output_file(out)
+    from ..data.generate import SMILES_FILE
+
+    check_output_file(out, "--out", (SMILES_FILE,))  # the curated list is an input of the enumeration
     with progress() as bar:
         task = bar.add_task("embedding", total=None)
         kept, dropped, seconds = build(count, seed, {by_symbol[s] for s in chosen} or None, embed_seed,
                                        log=lambda message: bar.update(task, description=message))
-    write(out, kept, dropped, count, seed, embed_seed, seconds)
+    write(out, kept, dropped, count, seed, embed_seed, seconds, ",".join(chosen))
     stats = molecule_stats(kept)
     console.print(f"wrote {len(kept)} molecules to {out} ({stats['hcno_only']} of H C N O only; {len(dropped)} "
                   f"did not embed; embedding {seconds:.0f} s)")
@@ -208,9 +210,12 @@ def distil_cmd(
                               init=init or "", stream=stream)
     settings.check()
     config = preset_config(model)
-    check_output_file(out, "--out", tuple(p for p in (molecules,) if p))
+    inputs = tuple(Path(p) for p in (molecules, init) if p)
+    check_output_file(out, "--out", inputs)
     if splits_out is not None:
-        check_output_file(splits_out, "--splits-out")
+        check_output_file(splits_out, "--splits-out", inputs)
+        if Path(splits_out).resolve() == Path(out).resolve():
+            raise UserInputError(f"--splits-out {splits_out} is also --out: give two files")
     chosen = get_teacher(teacher)
     pairs, outside = molecules_for(read_smiles(molecules or molecule_file()), chosen)
     if outside:

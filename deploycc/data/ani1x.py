@@ -1,7 +1,7 @@
 """The ANI-1x teacher: a client of `ani_worker.py` running in an interpreter that has torchani 2.2.4.
 
-Which interpreter: `$DEPLOYCC_ANI_PYTHON`, else `.venv-ani/bin/python` beside the working directory or the
-package (`make ani-venv` makes it), else this one when it can import torchani.  One server process per
+Which interpreter: `$DEPLOYCC_ANI_PYTHON`, else `.venv-ani/bin/python` in the checkout deploycc runs from
+(`make ani-venv` makes it; never one from the working directory), else this one when it imports torchani.  One server process per
 client process is started on first use and kept (about 3 s to load the 8 networks); requests are batched
 by the server (about 1.3 ms per 9-atom molecule in batches, 16 ms alone, on one core).
 """
@@ -9,6 +9,7 @@ by the server (about 1.3 ms per 9-atom molecule in batches, 16 ms alone, on one 
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib.util
 import io
 import os
@@ -44,10 +45,9 @@ def interpreter() -> str:
         if not Path(chosen).is_file():
             raise MissingDependencyError(f"DEPLOYCC_ANI_PYTHON={chosen} does not exist; {INSTALL_HINT}")
         return chosen
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = root / ".venv-ani" / "bin" / "python"
-        if candidate.is_file():
-            return str(candidate)
+    candidate = Path(__file__).resolve().parents[2] / ".venv-ani" / "bin" / "python"
+    if candidate.is_file():
+        return str(candidate)
     if _has_torchani():
         return sys.executable
     raise MissingDependencyError(INSTALL_HINT)
@@ -56,17 +56,26 @@ def interpreter() -> str:
 class Ani1xServer:
     """One ANI-1x server process; `label` is thread-safe (one request at a time)."""
 
-    def __init__(self, python: str | None = None, threads: int = 1, timeout: float = 300.0) -> None:
+    def __init__(self, python: str | None = None, threads: int = 1) -> None:
         self.python = python or interpreter()
         self._lock = threading.Lock()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        self._process = subprocess.Popen([self.python, str(WORKER), str(threads)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            self._process = subprocess.Popen([self.python, str(WORKER), str(threads)], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise MissingDependencyError(f"cannot run {self.python} ({exc.strerror}); {INSTALL_HINT}") from None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=self._drain, daemon=True).start()  # a full stderr pipe would block the server
         ready = self._receive()
         if ready is None or "ready" not in ready:
-            detail = self._process.stderr.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             self.close()
+            detail = [line for line in self._stderr if line.strip()][-1:] or ["no output"]
             raise MissingDependencyError(f"the ANI-1x server ({self.python}) did not start: {detail[0]}; {INSTALL_HINT}")
+
+    def _drain(self) -> None:
+        for line in iter(self._process.stderr.readline, b""):
+            self._stderr.append(line.decode(errors="replace").rstrip())
 
     def _receive(self) -> dict | None:
         payload = ani_worker.read_message(self._process.stdout)
@@ -91,14 +100,21 @@ class Ani1xServer:
         with self._lock:
             if self._process.poll() is not None:
                 raise MissingDependencyError(f"the ANI-1x server exited (code {self._process.returncode})")
-            ani_worker.write_message(self._process.stdin, request)
-            answer = self._receive()
+            try:
+                ani_worker.write_message(self._process.stdin, request)
+                answer = self._receive()
+            except BaseException:  # interrupted mid-answer: its rest would be read as the next one's
+                self.close()
+                raise
         if answer is None:
             raise MissingDependencyError("the ANI-1x server stopped answering")
         if "error" in answer:
             raise UserInputError(f"teacher 'ani1x' failed: {answer['error']}")
         offsets = np.concatenate([[0], np.cumsum(counts)])
         forces = answer["forces"]
+        if answer["energies"].shape != (len(counts),) or forces.shape != (int(offsets[-1]), 3):
+            self.close()
+            raise MissingDependencyError("the ANI-1x server answered another request (shapes differ); it was stopped")
         return answer["energies"], [forces[offsets[k]:offsets[k + 1]] for k in range(len(counts))]
 
     def close(self) -> None:
@@ -106,22 +122,30 @@ class Ani1xServer:
             try:
                 ani_worker.write_message(self._process.stdin, b"")
                 self._process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 self._process.kill()
-        for stream in (self._process.stdin, self._process.stdout, self._process.stderr):
+                self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
             stream.close()
+        with _shared_lock:
+            if _shared.get(os.getpid()) is self:
+                del _shared[os.getpid()]  # the next request starts a fresh server
 
 
 _shared: dict[int, Ani1xServer] = {}
 _shared_lock = threading.Lock()
+_start_lock = threading.Lock()
 
 
 def shared_server() -> Ani1xServer:
     """This process's server, started on first use (a forked child starts its own)."""
-    with _shared_lock:
-        server = _shared.get(os.getpid())
+    with _start_lock:  # one start at a time; close() takes only _shared_lock, so a failed start cannot deadlock
+        with _shared_lock:
+            server = _shared.get(os.getpid())
         if server is None:
-            server = _shared[os.getpid()] = Ani1xServer()
+            server = Ani1xServer()
+            with _shared_lock:
+                _shared[os.getpid()] = server
             atexit.register(server.close)
         return server
 

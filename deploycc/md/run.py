@@ -8,18 +8,17 @@ with a second model (identical positions and velocities) and reports how far the
 
 from __future__ import annotations
 
-import errno
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import StorageError, UserInputError
+from ..errors import UserInputError
 from ..runtime.load import load, reference_predictor
 from ..runtime.predictor import Predictor
+from .outputs import check_outputs, storage_errors  # noqa: F401 (check_outputs re-exported)
 from .results import Divergence, MdResult, MdSettings, Series, Stats
 
 Progress = Callable[[str, int, int], None]  # (phase, steps done, steps total)
@@ -70,90 +69,6 @@ def check_structure(atoms, path: Path | str | None = None) -> None:
         where = "the structure" if path is None else f"the structure in {path}"
         hint = " (repeat the periodic cell into a supercell)" if np.any(atoms.get_pbc()) else ""
         raise UserInputError(f"{where} has {len(atoms)} atom: MD needs at least 2{hint}")
-
-
-OUTPUT_FILES = ("nve.traj", "md.json", "energy.png")  # plus compare.traj with a second model
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-def output_files(compare: bool = False) -> tuple[str, ...]:
-    """The names `run_md` and `write_outputs` write into the output folder."""
-    return OUTPUT_FILES[:1] + (("compare.traj",) if compare else ()) + OUTPUT_FILES[1:]
-
-
-def _read_only(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False
-
-
-def check_outputs(out: Path | str, structure: Path | str | None = None, compare: bool = False) -> Path:
-    """`out` if the MD outputs (trajectories, md.json, energy.png) can be written there without touching the
-    input structure; checked before any work, creating nothing. A folder in the way, a path below a file or
-    the input structure are user errors; an unwritable place is a StorageError."""
-    out = Path(out)
-
-    def same_as_input(path: Path) -> bool:
-        return (structure is not None and path.exists() and Path(structure).exists()
-                and os.path.samefile(path, structure))
-
-    try:
-        if os.path.lexists(out) and not out.is_dir():
-            if same_as_input(out):
-                raise UserInputError(f"--out {out} is the input structure: give a folder for the MD outputs")
-            what = "a broken link" if not out.exists() else "a file"
-            raise UserInputError(f"--out {out} is {what}, not a folder: MD writes {', '.join(output_files(compare))} "
-                                 f"into a folder")
-        existing = out.absolute()
-        while not os.path.lexists(existing):
-            existing = existing.parent
-        if not existing.is_dir():
-            raise UserInputError(f"--out {out}: {existing} is {'a file' if existing.exists() else 'a broken link'}, "
-                                 f"not a folder")
-        longest = os.pathconf(existing, "PC_NAME_MAX")
-        for part in out.absolute().relative_to(existing).parts:
-            if len(os.fsencode(part)) > longest:
-                raise UserInputError(f"--out {out}: the name {part[:40]}... is longer than the {longest} bytes a "
-                                     f"file name may have here")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            why = "is on a read-only file system" if _read_only(existing) else "is not writable"
-            raise StorageError(f"cannot write the MD outputs to {out}: {existing} {why}")
-        for name in output_files(compare):
-            path = out / name
-            if not os.path.lexists(path):
-                continue
-            if same_as_input(path):
-                raise UserInputError(f"--out {out}: {path} is the input structure, which the run would overwrite; "
-                                     f"write the MD outputs to another folder")
-            if path.is_dir():
-                raise UserInputError(f"--out {out}: {path} is a folder; the run writes its {name} there as a file")
-            if not path.exists():
-                raise UserInputError(f"--out {out}: {path} is a broken link")
-            if not os.access(path, os.W_OK):
-                raise StorageError(f"cannot overwrite {path}: it is not writable")
-    except OSError as exc:  # e.g. a name too long
-        raise UserInputError(f"--out {out}: {exc.strerror or exc}") from None
-    return out
-
-
-@contextmanager
-def storage_errors(out: Path) -> Iterator[None]:
-    """A full or unwritable disk while writing the MD outputs becomes one line (StorageError)."""
-    try:
-        yield
-    except OSError as exc:
-        where = exc.filename or out
-        if exc.errno in _DISK_FULL:
-            raise StorageError(f"no space left on the device while writing {where}: free some space or write the "
-                               f"MD outputs elsewhere (--out)") from None
-        if exc.errno in _NOT_WRITABLE:
-            raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): write the MD outputs to a "
-                               f"writable folder (--out)") from None
-        if exc.errno == errno.ENAMETOOLONG:
-            raise UserInputError(f"cannot write {out}: {os.strerror(exc.errno)}") from None
-        raise
 
 
 def neighbour_counts(atoms, cutoff: float) -> np.ndarray:
@@ -255,6 +170,18 @@ class _Unstable(Exception):
     pass
 
 
+def _flown_apart(atoms, bonded: tuple[np.ndarray, float], when: str) -> list[str]:
+    """Why the structure flew apart (an atom that had neighbours within the cutoff has none), or nothing."""
+    had, cutoff = bonded
+    lost = np.flatnonzero(had & (neighbour_counts(atoms, cutoff) == 0))
+    if not len(lost):
+        return []
+    k = int(lost[0])
+    others = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
+    return [f"atom {k} ({atoms[k].symbol}){others} lost all neighbours within the {cutoff:g} Å cutoff {when}: the "
+            "structure flew apart"]
+
+
 def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | None = None,
         on_progress: Progress | None = None, bonded: tuple[np.ndarray, float] | None = None) -> Series:
     """Velocity Verlet for `nve_steps`, sampling energies and positions every `log_interval` steps.
@@ -283,16 +210,9 @@ def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | No
         elif 2 * kinetic / (dof * units.kB) > limit:
             stopped.append(f"T above {settings.max_temperature_factor:g}x target at {t:g} ps")
         elif bonded is not None:
-            had, cutoff = bonded
             tic = time.perf_counter()
-            lost = np.flatnonzero(had & (neighbour_counts(atoms, cutoff) == 0))
+            stopped.extend(_flown_apart(atoms, bonded, "by the start of NVE" if dyn.nsteps == 0 else f"by {t:g} ps"))
             checking[0] += time.perf_counter() - tic
-            if len(lost):
-                k = int(lost[0])
-                others = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
-                when = "by the start of NVE" if dyn.nsteps == 0 else f"by {t:g} ps"
-                stopped.append(f"atom {k} ({atoms[k].symbol}){others} lost all neighbours within the "
-                               f"{cutoff:g} Å cutoff {when}: the structure flew apart")
         if stopped:
             raise _Unstable
 
@@ -306,10 +226,16 @@ def nve(atoms, label: str, settings: MdSettings, dof: int, trajectory: Path | No
         dyn.run(settings.nve_steps)
     except _Unstable:
         stable = False
+    except UserInputError as exc:  # the input passed these rules: the dynamics broke them (atoms collapsed)
+        stable = False
+        t = dyn.nsteps * settings.timestep_fs / 1000.0
+        stopped.append(f"at {t:g} ps the model refused the structure the dynamics made ({exc})")
     finally:
         if writer is not None:
             writer.close()
     wall = time.perf_counter() - started - checking[0]
+    if not samples:  # refused at the first step, before any sample
+        samples.append((0.0, float("nan"), float("nan"), atoms.get_positions()))
     t, pot, kin, pos = (np.array(column) for column in zip(*samples))
     return Series(label, t, pot, kin, pos, int(dyn.nsteps), wall, stable, stopped[0] if stopped else None)
 

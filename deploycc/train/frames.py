@@ -31,6 +31,7 @@ class Frames:
     halves: list[HalfList]
     group: np.ndarray
     teacher_seconds: float = 0.0
+    attempted: int = 0  # frames handed to the teacher (those it failed on are dropped)
 
     def prepared(self) -> Prepared:
         data = Structures(numbers=self.numbers, positions=self.positions, energies=self.energies,
@@ -103,7 +104,7 @@ def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_for
               for z, r in zip(numbers, positions)]
     return Frames(numbers, positions, np.asarray([energies[k] for k in keep], dtype=np.float64),
                   [np.asarray(forces[k], dtype=np.float64) for k in keep], halves,
-                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds)
+                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds, len(frames))
 
 
 def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)

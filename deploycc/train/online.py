@@ -5,9 +5,10 @@ Molecules are split train/val/test by molecule.  Each worker embeds conformers o
 once (RDKit), then makes batches ahead of the optimiser: a random conformer, rattled by a Gaussian whose
 width is drawn per frame, labelled by the teacher in one batched call, with its neighbour list.  Batch k of
 worker w is seeded by (seed, w, k) and the trainer takes the workers' batches in turn, so a run is the same
-for a seed and a worker count.  Validation and test frames (held-out molecules, same sampler, own seeds) are
-labelled once at the start; the EMA weights are scored on them every `eval_every` steps against frames seen
-and teacher cost (labelled frames, teacher seconds), which is what the learning curves plot.
+for a seed and a worker count (with --max-minutes the schedule follows the clock instead).  Validation and
+test frames (held-out molecules, same sampler, own seeds) are labelled once at the start; the EMA weights are
+scored on them every `eval_every` steps against frames seen and teacher cost (frames handed to the teacher,
+teacher seconds), which is what the learning curves plot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from ..errors import DeployccError, UserInputError
+from ..errors import DeployccError, MissingDependencyError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
@@ -38,6 +39,9 @@ def molecule_file() -> Path:
 
     enumerated = SMILES_FILE.with_name("molecules.txt")
     return enumerated if enumerated.is_file() else SMILES_FILE
+
+
+MAX_EMPTY_BATCHES = 20  # consecutive batches without one labelled frame: the teacher is failing, not unlucky
 
 
 @dataclass
@@ -77,6 +81,8 @@ class OnlineSettings:
         from ..targets.settings import checked_device
 
         checked_device(self.device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise MissingDependencyError(f"--device {self.device}: no CUDA GPU visible to PyTorch")
         if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
             raise UserInputError(f"--max-minutes must be a non-negative number, got {self.max_minutes}")
 
@@ -98,6 +104,10 @@ class OnlineResult:
 def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float,
             out: Any, stop: Any) -> None:
     """A labelling process: batches (worker, k) into `out` until `stop` is set."""
+    import signal
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it stops the workers
     torch.set_num_threads(1)
     try:
         from ..data.teachers import get_teacher
@@ -109,8 +119,7 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
         k = 0
         while not stop.is_set():
             key = [settings.seed, worker, k] + ([settings.stream] if settings.stream else [])
-            rng = np.random.default_rng(key)
-            batch = labelled(teacher, rattled(pool, settings.batch_size, rng), cutoff)
+            batch = labelled(teacher, rattled(pool, settings.batch_size, np.random.default_rng(key)), cutoff)
             while not stop.is_set():
                 try:
                     out.put(("batch", batch), timeout=0.5)
@@ -118,10 +127,20 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
                 except queue_module.Full:
                     continue
             k += 1
-    except DeployccError as exc:
-        out.put(("error", str(exc)))
-    except Exception as exc:  # noqa: BLE001 - a bug in a worker is reported by the trainer with its type
-        out.put(("error", f"labelling worker {worker} failed: {type(exc).__name__}: {exc}"))
+    except DeployccError as exc:  # the trainer raises the same kind, so the exit code is the same
+        out.put(("error", (type(exc).__name__, str(exc))))
+    except Exception:  # noqa: BLE001 - a bug: the trainer raises it with the worker's traceback
+        out.put(("error", ("bug", f"labelling worker {worker} failed:\n{traceback.format_exc()}")))
+
+
+def _raised(kind: str, message: str) -> Exception:
+    """The trainer's side of a worker's error: the same user-error class, or a bug with its traceback."""
+    from .. import errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, DeployccError):
+        return cls(message)
+    return RuntimeError(message)
 
 
 class Labellers:
@@ -140,14 +159,23 @@ class Labellers:
         self.turn = 0
 
     def next(self, timeout: float = 600.0) -> Frames:
-        q = self.queues[self.turn]
+        """The next worker's next batch; a worker that died (crash, OOM killer) or hangs is one error."""
+        w = self.turn
         self.turn = (self.turn + 1) % len(self.queues)
-        try:
-            kind, payload = q.get(timeout=timeout)
-        except queue_module.Empty:
-            raise DeployccError(f"no labelled batch arrived within {timeout:.0f} s (a labelling worker hung)") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kind, payload = self.queues[w].get(timeout=1.0)
+                break
+            except queue_module.Empty:
+                if not self.processes[w].is_alive():
+                    raise DeployccError(f"labelling worker {w} exited (code {self.processes[w].exitcode}) "
+                                        "without an error message: out of memory, or a crash") from None
+                if time.monotonic() > deadline:
+                    raise DeployccError(f"no labelled batch arrived within {timeout:.0f} s: labelling worker {w} "
+                                        "hangs") from None
         if kind == "error":
-            raise DeployccError(payload)
+            raise _raised(*payload)
         return payload
 
     def close(self) -> None:
@@ -186,41 +214,52 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     molecules = split_molecules(smiles, s.seed)
     if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
+    start = _warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
     cutoff = config.cutoff
     val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
     test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
+    for name, frames in (("validation", val), ("test", test)):
+        if len(frames.energies) == 0:
+            raise UserInputError(f"teacher '{teacher_name}' labelled none of the {name} frames (no molecule embedded, "
+                                 "or every frame failed): give more molecules, or another teacher")
     if splits_out is not None:
         write_splits(val, test, splits_out, teacher_name)
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
-        return _run(labellers, teacher_name, config, out, s, val, test, started, on_eval, len(smiles))
+        return _run(labellers, teacher_name, config, out, s, val, test, started, on_eval, len(smiles), start)
     finally:
         labellers.close()
 
 
 def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings, val: Frames,
-         test: Frames, started: float, on_eval: Callable | None, molecule_count: int) -> OnlineResult:
-    first = [labellers.next() for _ in range(min(8, s.steps))]  # the normalisation fit; trained on as well
+         test: Frames, started: float, on_eval: Callable | None, molecule_count: int,
+         start: StudentModel | None) -> OnlineResult:
+    first = [f for f in (labellers.next() for _ in range(min(8, s.steps))) if len(f.energies)]  # fit, then trained on
+    if not first:
+        raise UserInputError(f"teacher '{teacher_name}' labelled none of the first training frames")
     fit = Frames(sum((f.numbers for f in first), []), sum((f.positions for f in first), []),
                  np.concatenate([f.energies for f in first]), sum((f.forces for f in first), []), [],
                  np.concatenate([f.group for f in first]))
-    model = initial_model(config, fit.structures(), s.device) if not s.init else _warm_start(s.init, config, s.device)
+    model = initial_model(config, fit.structures(), s.device) if start is None else start
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay)
     val_prep, test_prep = val.prepared(), test.prepared()
     history: list[dict[str, float]] = []
     best, best_state = math.inf, None
-    frames_seen = teacher_frames = 0
+    frames_seen = teacher_frames = empty = 0
     teacher_seconds = 0.0
     step = 0
     while step < s.steps:
         batch = first.pop(0) if first else labellers.next()
-        teacher_frames += len(batch.energies)
+        teacher_frames += batch.attempted
         teacher_seconds += batch.teacher_seconds
-        if len(batch.energies) == 0:
-            continue
+        empty = empty + 1 if len(batch.energies) == 0 else 0
+        if empty >= MAX_EMPTY_BATCHES:
+            raise UserInputError(f"teacher '{teacher_name}' labelled none of the last {empty} batches: it is failing")
         elapsed = (time.perf_counter() - started) / 60.0
+        if empty:
+            continue
         progress = max(step / s.steps, elapsed / s.max_minutes if s.max_minutes > 0 else 0.0)
         loss = _step(model, optimiser, ema, batch, s, _lr(step, s, progress))
         frames_seen += len(batch.energies)
@@ -236,6 +275,8 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
                 on_eval(record)
         if last:
             break
+    if best_state is None:
+        raise UserInputError("training diverged: the validation errors were NaN at every evaluation; lower --lr")
     model.load_state_dict(best_state)
     model.eval()
     val_metrics, test_metrics = evaluate(model, val_prep, s.device), evaluate(model, test_prep, s.device)

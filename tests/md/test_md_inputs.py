@@ -16,6 +16,7 @@ import ase.io
 import numpy as np
 import pytest
 
+import deploycc.md.outputs as md_outputs
 import deploycc.md.run as md_run
 from deploycc.cli import main
 from deploycc.errors import UserInputError
@@ -86,7 +87,7 @@ def test_read_only_out_is_one_line_exit_74_before_any_work(cli, ethanol_file, tm
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: (
         False if Path(path).absolute().is_relative_to(readonly) else real_access(path, mode, *a, **k)))
-    monkeypatch.setattr(md_run, "_read_only", lambda folder: True)
+    monkeypatch.setattr(md_outputs, "_read_only", lambda folder: True)
     line = one_error_line(cli("md", "tiny", "--structure", ethanol_file, *QUICK, "--out", readonly / "md" / "run"),
                           STORAGE, "cannot write the MD outputs", str(readonly), "read-only file system")
     assert not (readonly / "md").exists() and line.count("error:") == 1
@@ -301,3 +302,30 @@ def test_log_interval_equal_to_the_run_gives_two_samples_and_a_drift():
 def test_check_thresholds_outside_their_domain_are_exit_65(cli, ethanol_file, tmp_path, flag, value, no_work):
     one_error_line(cli("md", "tiny", "--structure", ethanol_file, flag, value, "--out", tmp_path / "out"), USER,
                    flag)
+
+
+def test_atoms_that_collapse_during_nve_fail_stable_instead_of_blaming_the_input():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from deploycc.md.run import nve
+
+    class Collapsing(Calculator):
+        """Harmonic forces, then, from the fourth call on, the refusal the model gives two atoms 0.3 Å apart."""
+
+        implemented_properties = ["energy", "forces"]
+        calls = 0
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            Collapsing.calls += 1
+            if Collapsing.calls >= 4:
+                raise UserInputError("the structure (H2O) has atoms 0 and 1 0.3 Å apart, closer than the 0.5 Å")
+            r = self.atoms.positions - self.atoms.positions.mean(0)
+            self.results = {"energy": float((r**2).sum()), "forces": -2 * r}
+
+    atoms = ase.build.molecule("H2O")
+    atoms.calc = Collapsing()
+    settings = MdSettings(temperature=300.0, nve_steps=20, log_interval=1)
+    series = nve(atoms, "test", settings, dof=3 * len(atoms) - 6)
+    assert not series.stable and "the model refused the structure the dynamics made" in series.stopped
+    assert "0.3 Å apart" in series.stopped

@@ -154,3 +154,26 @@ def test_a_frame_the_teacher_cannot_label_is_dropped_not_the_batch():
     kinds = [mol_id for mol_id, _ in frames]
     got = labelled(get_teacher("emt"), frames, cutoff=5.0)
     assert got.group.tolist() == [k for k in kinds if k == 0] and np.isfinite(got.energies).all()
+
+
+def test_worker_errors_keep_their_kind_and_a_dead_teacher_is_one_line():
+    from deploycc.errors import MissingDependencyError
+    from deploycc.train.online import Labellers, _raised
+
+    assert isinstance(_raised("UserInputError", "x"), UserInputError)
+    assert isinstance(_raised("MissingDependencyError", "x"), MissingDependencyError)
+    assert type(_raised("bug", "Traceback ...")) is RuntimeError  # a bug keeps its traceback text
+    labellers = Labellers("no_such_module_for_tests:factory", split_molecules(SMILES, 0)["train"][:3],
+                          OnlineSettings(steps=1, batch_size=2, conformers=1), cutoff=5.0)
+    try:
+        with pytest.raises(UserInputError, match="teacher 'no_such_module_for_tests:factory' cannot be imported"):
+            labellers.next(timeout=120)
+    finally:
+        labellers.close()
+
+
+def test_a_teacher_that_labels_no_held_out_frame_is_refused_before_training(tmp_path):
+    sulfur = [(f"C{'C' * k}S", f"thiol{k}") for k in range(12)]  # EMT has no parameters for sulfur
+    with pytest.raises(UserInputError, match="teacher 'emt' labelled none of the validation frames"):
+        distil_online("emt", sulfur, preset_config("ultra-tiny"), tmp_path / "x.pt", OnlineSettings(steps=1))
+    assert not (tmp_path / "x.pt").exists()
