@@ -61,3 +61,24 @@ def periodic_calib_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("calib") / "metals.h5"
     write_h5(data, path)
     return path
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`deploycc ARGS` in this process (faults can be monkeypatched in): returns (exit code, stdout, stderr)."""
+    from deploycc.cli import main
+
+    def run(*args, cwd: Path | None = None) -> tuple[int, str, str]:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["deploycc", *map(str, args)])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -32,7 +32,6 @@ import deploycc.build as build_module
 from deploycc.api import load
 from deploycc.build import build
 from deploycc.checkpoint import FORMAT_VERSION, save_checkpoint
-from deploycc.cli import main
 from deploycc.errors import ArtifactError, UnseenElementWarning, UserInputError
 from deploycc.model import PRESET_CONFIGS
 from deploycc.runtime.predictor import NonFiniteResultError
@@ -71,26 +70,6 @@ def run_cli(*args, cwd=None, env: dict[str, str] | None = None) -> subprocess.Co
 
 def assert_cli_error(result: subprocess.CompletedProcess, expected_code: int, *fragments: str) -> str:
     return assert_one_line(result.returncode, result.stdout, result.stderr, expected_code, *fragments)
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """`deploycc ARGS` in this process: returns (exit code, stdout, stderr)."""
-
-    def run(*args, cwd: Path | None = None) -> tuple[int, str, str]:
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["deploycc", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def cli_error(result: tuple[int, str, str], expected_code: int, *fragments: str) -> str:

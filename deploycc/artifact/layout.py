@@ -122,20 +122,26 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def storage_error(exc: OSError, where: object, on_full: str, on_unwritable: str) -> StorageError | None:
+    """A full or unwritable disk as one line (what to do after the colon), or None for any other OSError."""
+    if exc.errno in _DISK_FULL:
+        return StorageError(f"no space left on the device while writing {where}: {on_full}")
+    if exc.errno in _NOT_WRITABLE:
+        return StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): {on_unwritable}")
+    return None
+
+
 @contextmanager
 def storage_errors(final: Path) -> Iterator[None]:
     """Turn a full or unwritable disk during a build into one line (StorageError) instead of a traceback."""
     try:
         yield
     except OSError as exc:
-        where = exc.filename or final
-        if exc.errno in _DISK_FULL:
-            raise StorageError(f"no space left on the device while writing {where}: free some space and build "
-                               f"again; the previous artifact in {final} is unchanged") from None
-        if exc.errno in _NOT_WRITABLE:
-            raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): build into a writable folder "
-                               "(--out)") from None
-        raise
+        error = storage_error(exc, exc.filename or final, f"free some space and build again; the previous artifact "
+                              f"in {final} is unchanged", "build into a writable folder (--out)")
+        if error is None:
+            raise
+        raise error from None
 
 
 def check_destination(final: Path) -> None:

@@ -1,9 +1,8 @@
 """Peer force fields measured on the same structures as deploycc, for `deploycc scale --peer ani1x`.
 
-ANI-1x: the 8-network ensemble that the torchani 2.2.4 wheel ships under `resources/ani-1x_8x`, built from
-those files with `torchani.neurochem` (the wheel's `ani-1x_8x.info` is empty, so `torchani.models.ANI1x()`
-would try to download them); nothing is written into site-packages.  Energy + forces (autograd), H C N O
-only; torchani 2.2.4 imports `pkg_resources` (setuptools < 70).
+ANI-1x: the 8-network ensemble that the torchani 2.2.4 wheel ships, built from its files by the loader the
+ANI-1x teacher uses (deploycc/data/ani_worker.py); nothing is written into site-packages.  Energy + forces
+(autograd), H C N O only; torchani 2.2.4 imports `pkg_resources` (setuptools < 70).
 
 This file imports nothing from deploycc, so it runs under any interpreter that has torch, torchani and ase
 (`--peer-python`): `python peers.py --structures a.extxyz ... --result out.json`.
@@ -18,23 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-ANI_ELEMENTS = {1, 6, 7, 8}
+# The ANI-1x loader is deploycc/data/ani_worker.py's (also free of deploycc imports), loaded by path so that
+# this file still runs as a plain script under the peer's interpreter.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from ani_worker import ELEMENTS, ani1x  # noqa: E402
 
-
-def ani1x():
-    """The ANI-1x ensemble from the files shipped in the torchani wheel (periodic-table indices in)."""
-    import torchani
-    from torchani import neurochem
-    from torchani.aev import AEVComputer
-    from torchani.models import BuiltinEnsemble
-    from torchani.nn import SpeciesConverter
-
-    root = Path(torchani.__file__).resolve().parent / "resources" / "ani-1x_8x"
-    consts = neurochem.Constants(str(root / "rHCNO-5.2R_16-3.5A_a4-8.params"))
-    shifter, sae = neurochem.load_sae(str(root / "sae_linfit.dat"), return_dict=True)
-    networks = neurochem.load_model_ensemble(consts.species, str(root / "train"), 8)
-    return BuiltinEnsemble(SpeciesConverter(consts.species), AEVComputer(**consts), networks, shifter,
-                           consts.species_to_tensor, consts, sae, True).eval()
+ANI_ELEMENTS = set(ELEMENTS)
 
 
 def energy_forces(model, atoms):

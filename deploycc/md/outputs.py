@@ -9,12 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..artifact.layout import storage_error
 from ..errors import StorageError, UserInputError
 
 
 OUTPUT_FILES = ("nve.traj", "md.json", "energy.png")  # plus compare.traj with a second model
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def output_files(compare: bool = False) -> tuple[str, ...]:
@@ -84,13 +83,10 @@ def storage_errors(out: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = exc.filename or out
-        if exc.errno in _DISK_FULL:
-            raise StorageError(f"no space left on the device while writing {where}: free some space or write the "
-                               f"MD outputs elsewhere (--out)") from None
-        if exc.errno in _NOT_WRITABLE:
-            raise StorageError(f"cannot write {where} ({os.strerror(exc.errno)}): write the MD outputs to a "
-                               f"writable folder (--out)") from None
+        error = storage_error(exc, exc.filename or out, "free some space or write the MD outputs elsewhere (--out)",
+                              "write the MD outputs to a writable folder (--out)")
+        if error is not None:
+            raise error from None
         if exc.errno == errno.ENAMETOOLONG:
             raise UserInputError(f"cannot write {out}: {os.strerror(exc.errno)}") from None
         raise

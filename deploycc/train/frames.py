@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.generate import MAX_FORCE
 from ..data.schema import Structures, split_by_group
 from ..errors import MissingDependencyError
 from ..runtime.neighbours import HalfList, Structure, half_list
@@ -91,7 +92,7 @@ def _labels(teacher: Any, structures: list) -> tuple[list[float], list[np.ndarra
         return energies, forces
 
 
-def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = 50.0) -> Frames:
+def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = MAX_FORCE) -> Frames:
     """The frames the teacher labels sensibly (finite, forces below `max_force`), with neighbour lists."""
     started = time.perf_counter()
     energies, forces = _labels(teacher, [atoms for _, atoms in frames])

@@ -47,17 +47,25 @@ class TrainSettings:
 
     def check(self) -> None:
         """Refuse settings outside their domain (one line)."""
-        for name in ("epochs", "batch_size", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "ema_decay"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value > 0):
-                raise UserInputError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        for name in ("energy_weight", "force_weight", "angular_weight", "max_minutes", "weight_decay"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0):
-                raise UserInputError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+        check_domain(self, at_least_one=("epochs", "batch_size", "patience"), positive=("lr", "ema_decay"),
+                     non_negative=("energy_weight", "force_weight", "angular_weight", "max_minutes", "weight_decay"))
+
+
+def check_domain(settings: Any, at_least_one: tuple[str, ...] = (), positive: tuple[str, ...] = (),
+                 non_negative: tuple[str, ...] = ()) -> None:
+    """One line for the first field of `settings` outside its domain, named as its command-line option."""
+    option = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
+    for name in at_least_one:
+        if int(getattr(settings, name)) < 1:
+            raise UserInputError(f"{option(name)} must be at least 1, got {getattr(settings, name)}")
+    for name in positive:
+        value = float(getattr(settings, name))
+        if not (math.isfinite(value) and value > 0):
+            raise UserInputError(f"{option(name)} must be a positive number, got {value}")
+    for name in non_negative:
+        value = float(getattr(settings, name))
+        if not (math.isfinite(value) and value >= 0):
+            raise UserInputError(f"{option(name)} must be a non-negative number, got {value}")
 
 
 @dataclass

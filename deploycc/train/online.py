@@ -31,7 +31,7 @@ from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
 from .frames import (Frames, conformers_of, fixed_split, labelled, rattled,  # noqa: F401 (re-exported)
                      split_molecules, write_splits)
-from .loop import EMA, initial_model
+from .loop import EMA, check_domain, initial_model
 
 def molecule_file() -> Path:
     """The shipped molecule list: the enumerated one (deploycc/data/molecules.txt) when present."""
@@ -72,19 +72,14 @@ class OnlineSettings:
     def check(self) -> None:
         if int(self.stream) < 0:
             raise UserInputError(f"--stream must be at least 0, got {self.stream}")
-        for name in ("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every", "eval_frames"):
-            if int(getattr(self, name)) < 1:
-                raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "ema_decay"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise UserInputError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        check_domain(self, at_least_one=("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every",
+                                         "eval_frames"), positive=("lr", "ema_decay"))
         from ..targets.settings import checked_device
 
         checked_device(self.device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise MissingDependencyError(f"--device {self.device}: no CUDA GPU visible to PyTorch")
-        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
-            raise UserInputError(f"--max-minutes must be a non-negative number, got {self.max_minutes}")
+        check_domain(self, non_negative=("max_minutes",))
 
 
 @dataclass

@@ -602,27 +602,6 @@ def test_the_docstring_layout_is_rendered_from_the_declared_schema():
 # --- the same through the real command line, in this process --------------------------------------------------
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """`deploycc ARGS` in this process: (exit code, stdout, stderr)."""
-    import sys
-
-    from deploycc.cli import main
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["deploycc", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def one_error_line(result, *fragments, code: int = 65) -> str:
     exit_code, out, err = result
     assert exit_code == code, (exit_code, out[-2000:], err[-2000:])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import pytest
 
 import deploycc.md.outputs as md_outputs
 import deploycc.md.run as md_run
-from deploycc.cli import main
 from deploycc.errors import UserInputError
 from deploycc.md import (MdResult, MdSettings, Series, check_outputs, check_structure, run_md, stats_of,
                          zero_rotation)
@@ -28,24 +26,6 @@ from deploycc.targets.base import Prediction
 
 USER, STORAGE, FAILED = 65, 74, 1
 QUICK = ["--steps", "20", "--equilibrate-ps", "0.005", "--relax-steps", "5", "--log-interval", "5"]
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """`deploycc ARGS` in this process: (exit code, stdout, stderr)."""
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["deploycc", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def one_error_line(result: tuple[int, str, str], expected: int, *fragments: str) -> str:
