@@ -66,10 +66,12 @@ class Ani1xServer:
         except OSError as exc:
             raise MissingDependencyError(f"cannot run {self.python} ({exc.strerror}); {INSTALL_HINT}") from None
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
-        threading.Thread(target=self._drain, daemon=True).start()  # a full stderr pipe would block the server
+        self._drainer = threading.Thread(target=self._drain, daemon=True)  # a full stderr pipe would block it
+        self._drainer.start()
         ready = self._receive()
         if ready is None or "ready" not in ready:
             self.close()
+            self._drainer.join(timeout=5)  # the process has ended: its last stderr lines are still in the pipe
             detail = [line for line in self._stderr if line.strip()][-1:] or ["no output"]
             raise MissingDependencyError(f"the ANI-1x server ({self.python}) did not start: {detail[0]}; {INSTALL_HINT}")
 
