@@ -197,6 +197,9 @@ def distil_cmd(
     init: Optional[str] = typer.Option(None, help="start from this checkpoint (same architecture): a warm restart"),
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
+    md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
+                                                "Langevin walkers); the rest are rattled conformers"),
+    md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
 ) -> None:
     """Online distillation: workers label fresh frames while the student trains (none seen twice)."""
     from ..data.generate import molecules_for, read_smiles
@@ -207,7 +210,7 @@ def distil_cmd(
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
                               eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
-                              init=init or "", stream=stream)
+                              init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride)
     settings.check()
     config = preset_config(model)
     inputs = tuple(Path(p) for p in (molecules, init) if p)

@@ -239,7 +239,10 @@ def print_train_result(model: str, result) -> None:
     table = Table(title=f"{model} -> {result.checkpoint}")
     for col in ("split", "structures", "energy MAE (meV/atom)", "force MAE (eV/Å)", "force RMSE (eV/Å)"):
         table.add_column(col)
-    for name, m in (("val", result.val), ("test", result.test)):
+    rows = [("val", result.val), ("test", result.test)]
+    if getattr(result, "test_md", None) is not None:  # online distillation: the test molecules in teacher MD
+        rows.append(("test (teacher MD)", result.test_md))
+    for name, m in rows:
         table.add_row(name, str(m.structures), f"{1000 * m.energy_mae_per_atom:.2f}", f"{m.force_mae:.4f}",
                       f"{m.force_rmse:.4f}")
     console.print(table)

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from ..errors import UserInputError
-from .schema import SCHEMA, SCHEMA_FIELDS, SPLITS, STORED_DTYPES, Field, Structures
+from .schema import SCHEMA, SCHEMA_FIELDS, STORED_DTYPES, STORED_SPLITS, Field, Structures
 
 
 # h5py (and HDF5 under it) raise these for files that are corrupt, truncated or hold things it cannot read;
@@ -215,7 +215,7 @@ def _load_checked(h5, path: Path) -> Structures:
         raise UserInputError(f"{path}: 'atomic_numbers' holds {z[row]} at "
                              f"{_where(row, SCHEMA_FIELDS['atomic_numbers'], offsets)}; atomic numbers "
                              "are 1 to 118")
-    for name in SPLITS:
+    for name in STORED_SPLITS:
         idx = values[f"split/{name}"]
         if idx is not None and len(idx) and ((idx < 0) | (idx >= structures)).any():
             bad = idx[(idx < 0) | (idx >= structures)][0]
@@ -230,7 +230,7 @@ def _load_checked(h5, path: Path) -> Structures:
         cells=values["cells"],
         pbc=values["pbc"],
         group=values["group"],
-        splits={name: values[f"split/{name}"] for name in SPLITS if values[f"split/{name}"] is not None},
+        splits={name: values[f"split/{name}"] for name in STORED_SPLITS if values[f"split/{name}"] is not None},
         attrs=_attrs(h5, path),
     )
 

@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import UserInputError
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # what split_by_group assigns
+# Splits a file may also hold: test_md is the test molecules in teacher MD (online distillation's --splits-out).
+STORED_SPLITS = SPLITS + ("test_md",)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ SCHEMA: tuple[Field, ...] = (
     Field("cells", "float", ("structures", 3, 3), False, "cell vectors as rows, finite (zeros: not periodic)"),
     Field("pbc", "bool", ("structures", 3), False, "periodic along each cell vector"),
     Field("group", "int", ("structures",), False, "molecule / system id (splits never cut a group)"),
-    *(Field(f"split/{name}", "int", ("n",), False, "structure indices, each in [0, structures)") for name in SPLITS),
+    *(Field(f"split/{name}", "int", ("n",), False, "structure indices, each in [0, structures)") for name in STORED_SPLITS),
 )
 SCHEMA_FIELDS = {f.name: f for f in SCHEMA}
 

@@ -16,8 +16,10 @@ from ..data.schema import Structures, split_by_group
 from ..errors import MissingDependencyError
 from ..runtime.neighbours import HalfList, Structure, half_list
 from .batches import Prepared
+from .walkers import Walkers
 
 RATTLE = (0.01, 0.12)  # Å, as `deploycc data generate`: the rattle width, drawn per frame
+HELD_OUT_STRIDE = 20  # teacher-MD steps (10 fs) between the held-out frames of one molecule
 
 
 
@@ -97,15 +99,49 @@ def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_for
     started = time.perf_counter()
     energies, forces = _labels(teacher, [atoms for _, atoms in frames])
     seconds = time.perf_counter() - started
-    keep = [k for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
+    keep = [(frames[k][0], frames[k][1], float(energies[k]), np.asarray(forces[k], dtype=np.float64))
+            for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
             and np.abs(forces[k]).max() <= max_force]
-    numbers = [frames[k][1].numbers.astype(np.int64) for k in keep]
-    positions = [frames[k][1].positions.astype(np.float64) for k in keep]
+    return of_labels(keep, cutoff, seconds, len(frames))
+
+
+def of_labels(frames: Sequence[tuple[int, Any, float, np.ndarray]], cutoff: float, seconds: float,
+              attempted: int) -> Frames:
+    """Frames from (molecule id, ase.Atoms, energy, forces) that are already labelled, with neighbour lists."""
+    numbers = [atoms.numbers.astype(np.int64) for _, atoms, _, _ in frames]
+    positions = [atoms.positions.astype(np.float64) for _, atoms, _, _ in frames]
     halves = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), cutoff)
               for z, r in zip(numbers, positions)]
-    return Frames(numbers, positions, np.asarray([energies[k] for k in keep], dtype=np.float64),
-                  [np.asarray(forces[k], dtype=np.float64) for k in keep], halves,
-                  np.asarray([frames[k][0] for k in keep], dtype=np.int64), seconds, len(frames))
+    return Frames(numbers, positions, np.asarray([e for _, _, e, _ in frames], dtype=np.float64),
+                  [np.asarray(f, dtype=np.float64) for _, _, _, f in frames], halves,
+                  np.asarray([m for m, _, _, _ in frames], dtype=np.int64), seconds, attempted)
+
+
+def joined(parts: Sequence[Frames]) -> Frames:
+    """One batch of several sets of frames."""
+    return Frames(sum((p.numbers for p in parts), []), sum((p.positions for p in parts), []),
+                  np.concatenate([p.energies for p in parts]), sum((p.forces for p in parts), []),
+                  sum((p.halves for p in parts), []), np.concatenate([p.group for p in parts]),
+                  sum(p.teacher_seconds for p in parts), sum(p.attempted for p in parts))
+
+
+def thermal(walkers: Walkers, teacher: Any, count: int, cutoff: float) -> Frames:
+    """The next `count` frames of teacher MD (`walkers` advance as far as needed), with neighbour lists."""
+    started, calls = time.perf_counter(), walkers.calls
+    kept = walkers.frames(lambda structures: _labels(teacher, structures), count)
+    attempted = (walkers.calls - calls) * walkers.count  # every walker's position is labelled at every call
+    return of_labels(kept, cutoff, time.perf_counter() - started, attempted)
+
+
+def thermal_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
+                  cutoff: float) -> Frames:
+    """Held-out teacher-MD frames (300-1000 K, `HELD_OUT_STRIDE` steps apart): one walker per molecule."""
+    pool = conformers_of(molecules, 1, seed + 7919 * stream)
+    if not pool:
+        return of_labels([], cutoff, 0.0, 0)
+    walkers = Walkers(pool, len(pool), HELD_OUT_STRIDE, frames_per_molecule,
+                      np.random.default_rng([seed, 2 * 10**6 + stream]), in_order=True)
+    return thermal(walkers, teacher, len(pool) * frames_per_molecule, cutoff)
 
 
 def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
@@ -126,16 +162,19 @@ def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molec
     return labelled(teacher, frames, cutoff)
 
 
-def write_splits(val: Frames, test: Frames, path: Path, teacher: str) -> None:
-    """The held-out frames as one labelled HDF5 (splits val and test), to score other students on."""
+def write_splits(val: Frames, test: Frames, path: Path, teacher: str, test_md: Frames | None = None) -> None:
+    """The held-out frames as one labelled HDF5 (splits val, test and, when given, test_md), to score other
+    students on."""
     from ..data.schema import write_h5
 
-    both = Structures(numbers=val.numbers + test.numbers, positions=val.positions + test.positions,
-                      energies=np.concatenate([val.energies, test.energies]), forces=val.forces + test.forces,
-                      cells=np.zeros((len(val.numbers) + len(test.numbers), 3, 3)),
-                      pbc=np.zeros((len(val.numbers) + len(test.numbers), 3), bool),
-                      group=np.concatenate([val.group, test.group]),
-                      splits={"val": np.arange(len(val.numbers)),
-                              "test": np.arange(len(val.numbers), len(val.numbers) + len(test.numbers))},
-                      attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
-    write_h5(both, path)
+    parts = [("val", val), ("test", test)] + ([("test_md", test_md)] if test_md is not None else [])
+    both = joined([frames for _, frames in parts])
+    total = len(both.numbers)
+    splits, start = {}, 0
+    for name, frames in parts:
+        splits[name] = np.arange(start, start + len(frames.numbers))
+        start += len(frames.numbers)
+    data = Structures(numbers=both.numbers, positions=both.positions, energies=both.energies, forces=both.forces,
+                      cells=np.zeros((total, 3, 3)), pbc=np.zeros((total, 3), bool), group=both.group,
+                      splits=splits, attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
+    write_h5(data, path)

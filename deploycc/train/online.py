@@ -29,9 +29,10 @@ from ..errors import DeployccError, MissingDependencyError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
-from .frames import (Frames, conformers_of, fixed_split, labelled, rattled,  # noqa: F401 (re-exported)
-                     split_molecules, write_splits)
+from .frames import (Frames, conformers_of, fixed_split, joined, labelled, rattled,  # noqa: F401 (re-exported)
+                     split_molecules, thermal, thermal_split, write_splits)
 from .loop import EMA, check_domain, initial_model
+from .walkers import Walkers
 
 def molecule_file() -> Path:
     """The shipped molecule list: the enumerated one (deploycc/data/molecules.txt) when present."""
@@ -41,6 +42,7 @@ def molecule_file() -> Path:
     return enumerated if enumerated.is_file() else SMILES_FILE
 
 
+MD_LIFETIME = 50  # training frames a walker gives before it restarts on another conformer
 MAX_EMPTY_BATCHES = 20  # consecutive batches without one labelled frame: the teacher is failing, not unlucky
 
 
@@ -61,6 +63,9 @@ class OnlineSettings:
     workers: int = 1
     prefetch: int = 8  # batches each worker keeps ready
     conformers: int = 3  # RDKit conformers per training molecule
+    md_fraction: float = 0.0  # share of each batch from teacher-MD walkers at 300-1000 K; the rest rattled
+    md_stride: int = 4  # teacher-MD steps (0.5 fs) between a walker's training frames
+    md_walkers: int = 64  # walkers per labelling worker, advanced by one batched teacher call a step
     eval_every: int = 200
     eval_frames: int = 4  # frames per validation / test molecule
     max_minutes: float = 0.0
@@ -73,7 +78,9 @@ class OnlineSettings:
         if int(self.stream) < 0:
             raise UserInputError(f"--stream must be at least 0, got {self.stream}")
         check_domain(self, at_least_one=("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every",
-                                         "eval_frames"), positive=("lr", "ema_decay"))
+                                         "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"))
+        if not 0.0 <= float(self.md_fraction) <= 1.0:
+            raise UserInputError(f"--md-fraction must be between 0 and 1, got {self.md_fraction}")
         from ..targets.settings import checked_device
 
         checked_device(self.device)
@@ -94,6 +101,7 @@ class OnlineResult:
     val: Metrics
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    test_md: Metrics | None = None  # the test molecules' teacher-MD frames
 
 
 def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float,
@@ -111,10 +119,18 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
         pool = conformers_of(smiles, settings.conformers, settings.seed)
         if not pool:
             raise UserInputError("no training molecule could be embedded by RDKit")
+        stream = [settings.stream] if settings.stream else []
+        thermal_count = round(settings.batch_size * settings.md_fraction)
+        walkers = (Walkers(pool, settings.md_walkers, settings.md_stride, MD_LIFETIME,
+                           np.random.default_rng([settings.seed, worker, 3 * 10**6] + stream)) if thermal_count else None)
         k = 0
         while not stop.is_set():
-            key = [settings.seed, worker, k] + ([settings.stream] if settings.stream else [])
-            batch = labelled(teacher, rattled(pool, settings.batch_size, np.random.default_rng(key)), cutoff)
+            key = [settings.seed, worker, k] + stream
+            parts = [labelled(teacher, rattled(pool, settings.batch_size - thermal_count, np.random.default_rng(key)),
+                              cutoff)] if thermal_count < settings.batch_size else []
+            if walkers is not None:
+                parts.append(thermal(walkers, teacher, thermal_count, cutoff))
+            batch = joined(parts) if len(parts) > 1 else parts[0]
             while not stop.is_set():
                 try:
                     out.put(("batch", batch), timeout=0.5)
@@ -213,23 +229,28 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     cutoff = config.cutoff
     val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
     test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
+    test_md = thermal_split(teacher, molecules["test"], s.eval_frames, s.seed, 3, cutoff)
+    if s.md_fraction > 0:  # validate on what is trained on: the best weights are chosen on both kinds of frames
+        val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
     for name, frames in (("validation", val), ("test", test)):
         if len(frames.energies) == 0:
             raise UserInputError(f"teacher '{teacher_name}' labelled none of the {name} frames (no molecule embedded, "
                                  "or every frame failed): give more molecules, or another teacher")
     if splits_out is not None:
-        write_splits(val, test, splits_out, teacher_name)
+        write_splits(val, test, splits_out, teacher_name, test_md)
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
-        return _run(labellers, teacher_name, config, out, s, val, test, started, on_eval, len(smiles), start)
+        return _run(labellers, teacher_name, config, out, s, (val, test, test_md), started, on_eval, len(smiles),
+                    start)
     finally:
         labellers.close()
 
 
-def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings, val: Frames,
-         test: Frames, started: float, on_eval: Callable | None, molecule_count: int,
+def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings,
+         held_out: tuple[Frames, Frames, Frames], started: float, on_eval: Callable | None, molecule_count: int,
          start: StudentModel | None) -> OnlineResult:
+    val, test, test_md = held_out
     first = [f for f in (labellers.next() for _ in range(min(8, s.steps))) if len(f.energies)]  # fit, then trained on
     if not first:
         raise UserInputError(f"teacher '{teacher_name}' labelled none of the first training frames")
@@ -275,6 +296,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     model.load_state_dict(best_state)
     model.eval()
     val_metrics, test_metrics = evaluate(model, val_prep, s.device), evaluate(model, test_prep, s.device)
+    md_metrics = evaluate(model, test_md.prepared(), s.device) if len(test_md.energies) else None
     seconds = time.perf_counter() - started
     metadata = {
         "teacher": teacher_name, "online": True, "molecules": molecule_count,
@@ -283,10 +305,11 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
         "frames_seen": frames_seen, "teacher_frames": teacher_frames, "teacher_seconds": teacher_seconds,
         "online_settings": asdict(s), "test_metrics": test_metrics.as_dict(), "val_metrics": val_metrics.as_dict(),
         "history": history, "train_minutes": seconds / 60.0, "library_versions": library_versions(),
+        "test_md_metrics": md_metrics.as_dict() if md_metrics else None,
     }
     sha = save_checkpoint(model.cpu(), out, metadata)
     return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
-                        seconds, history)
+                        seconds, history, md_metrics)
 
 
 def _warm_start(source: str, config: ModelConfig, device: str) -> StudentModel:

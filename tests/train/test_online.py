@@ -63,7 +63,9 @@ def test_an_online_run_trains_on_fresh_frames_and_records_its_teacher_cost(run):
     from deploycc.data.schema import read_h5
 
     held = read_h5(folder / "held.h5")
-    assert len(held.splits["val"]) + len(held.splits["test"]) == len(held) and held.has_labels
+    assert len(held.splits["val"]) + len(held.splits["test"]) + len(held.splits["test_md"]) == len(held)
+    assert held.has_labels and len(held.splits["test_md"]) == result.test_md.structures > 0
+    assert meta["test_md_metrics"]["force_rmse"] == pytest.approx(result.test_md.force_rmse)
 
 
 def test_the_same_seed_gives_the_same_student(run, tmp_path):
@@ -76,7 +78,41 @@ def test_the_same_seed_gives_the_same_student(run, tmp_path):
         assert np.array_equal(first[key].numpy(), second[key].numpy()), key
 
 
+def test_thermal_frames_are_teacher_md_snapshots_with_the_teacher_s_labels():
+    from deploycc.train.frames import thermal
+    from deploycc.train.walkers import Walkers
+
+    teacher = get_teacher("emt")
+    pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
+    walkers = Walkers(pool, count=4, stride=2, lifetime=5, rng=np.random.default_rng(0))
+    frames = thermal(walkers, teacher, 6, cutoff=5.0)
+    assert len(frames.energies) == 6 and frames.attempted >= 6 * 2 and frames.teacher_seconds > 0
+    for z, r, e, f in zip(frames.numbers, frames.positions, frames.energies, frames.forces):
+        (e_ref,), (f_ref,) = teacher.label([_atoms(z, r)])
+        assert e == pytest.approx(e_ref, abs=1e-9) and np.allclose(f, f_ref, atol=1e-9)
+    start = {len(a): a.positions for _, a in pool}
+    assert all(np.abs(r - start[len(r)]).max() > 1e-3 for r in frames.positions)
+
+
+def _atoms(numbers, positions):
+    from ase import Atoms
+
+    return Atoms(numbers=numbers, positions=positions)
+
+
+def test_a_run_with_teacher_md_frames_mixes_them_into_every_batch(tmp_path):
+    settings = OnlineSettings(steps=3, batch_size=4, eval_every=3, eval_frames=1, warmup_steps=1, conformers=1,
+                              seed=1, md_fraction=0.5, md_stride=2, md_walkers=4)
+    result = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "md.pt", settings)
+    assert result.frames_seen == 3 * 4  # two rattled and two teacher-MD frames a step
+    # the walkers' burn-in and strides are labelled too: the teacher labelled more frames than were trained on
+    assert result.teacher_frames > result.frames_seen
+    assert load_checkpoint(tmp_path / "md.pt").metadata["online_settings"]["md_fraction"] == 0.5
+
+
 def test_settings_outside_their_domain_are_refused():
+    with pytest.raises(UserInputError, match="--md-fraction must be between 0 and 1, got 1.5"):
+        OnlineSettings(md_fraction=1.5).check()
     with pytest.raises(UserInputError, match="--steps must be at least 1, got 0"):
         OnlineSettings(steps=0).check()
     with pytest.raises(UserInputError, match="--lr must be a positive number, got nan"):
