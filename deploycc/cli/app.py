@@ -18,6 +18,8 @@ def preset_names() -> list[str]:
 MODEL_HELP = f"preset name ({', '.join(preset_names())}) or checkpoint path"
 ARTIFACT_HELP = f"artifact folder, checkpoint path or preset name ({', '.join(preset_names())})"
 TRAIN_MODEL_HELP = f"architecture preset: {', '.join(preset_names())}"
+COMPILE_HELP = ("compute the student's energies and their gradient with torch.compile (one process; needs a C++ "
+                "compiler; the first step compiles for a minute or two)")
 
 
 def _flag_type(self: TyperOption, ctx) -> str | None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from .app import TRAIN_MODEL_HELP, app, data_app
+from .app import COMPILE_HELP, TRAIN_MODEL_HELP, app, data_app
 from .console import console
 from .render import print_label_report, print_models, print_train_result, progress
 
@@ -157,6 +157,7 @@ def train_cmd(
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     resume: bool = typer.Option(False, help="continue from the training state saved beside --out"),
+    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Distil a student from the dataset's teacher labels and save a checkpoint."""
     from ..model import preset_config
@@ -164,7 +165,7 @@ def train_cmd(
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
                              force_weight=force_weight, angular_weight=angular_weight, patience=patience,
-                             max_minutes=max_minutes, seed=seed, device=device)
+                             max_minutes=max_minutes, seed=seed, device=device, compile=compile)
 
     def report(record: dict) -> None:
         console.print(f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  val E {1000 * record['val_energy_mae']:.2f} "
@@ -200,9 +201,11 @@ def distil_cmd(
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
                                                 "Langevin walkers); the rest are rattled conformers"),
     md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
+    clusters: bool = typer.Option(False, help="also sample the shipped molecular clusters (water clusters, "
+                                              "solutes in water; split among themselves)"),
+    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Online distillation: workers label fresh frames while the student trains (none seen twice)."""
-    from ..data.generate import molecules_for, read_smiles
     from ..data.teachers import get_teacher
     from ..model import preset_config
     from ..paths import check_output_file
@@ -210,7 +213,8 @@ def distil_cmd(
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
                               eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
-                              init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride)
+                              init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
+                              compile=compile)
     settings.check()
     config = preset_config(model)
     inputs = tuple(Path(p) for p in (molecules, init) if p)
@@ -220,9 +224,7 @@ def distil_cmd(
         if Path(splits_out).resolve() == Path(out).resolve():
             raise UserInputError(f"--splits-out {splits_out} is also --out: give two files")
     chosen = get_teacher(teacher)
-    pairs, outside = molecules_for(read_smiles(molecules or molecule_file()), chosen)
-    if outside:
-        console.print(f"{outside} molecules hold elements teacher '{chosen.name}' does not know: left out")
+    pairs = _distil_molecules(molecules or molecule_file(), clusters, chosen)
     chosen.make_calculator()  # a missing teacher is one line before any worker starts
 
     def report(record: dict) -> None:
@@ -232,3 +234,17 @@ def distil_cmd(
 
     result = distil_online(chosen.name, pairs, config, out, settings, on_eval=report, splits_out=splits_out)
     print_train_result(model, result)
+
+
+def _distil_molecules(path: Path, clusters: bool, teacher) -> list[tuple[str, str]]:
+    """The molecules of `path` the teacher can label, then (with --clusters) the shipped clusters."""
+    from ..data.generate import molecules_for, read_smiles
+
+    pairs, outside = molecules_for(read_smiles(path), teacher)
+    if outside:
+        console.print(f"{outside} molecules hold elements teacher '{teacher.name}' does not know: left out")
+    if clusters:
+        from ..data.clusters import read_clusters
+
+        pairs = pairs + molecules_for(read_clusters(), teacher)[0]
+    return pairs

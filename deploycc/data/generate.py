@@ -49,7 +49,12 @@ def read_smiles(path: Path = SMILES_FILE) -> list[tuple[str, str]]:
 
 
 def embed(smiles: str, seed: int):
-    """A 3-D conformer with explicit hydrogens (ETKDG, then MMFF), as ase.Atoms; None if RDKit fails."""
+    """A 3-D conformer with explicit hydrogens (ETKDG, then MMFF), as ase.Atoms; None if RDKit fails.  A dotted
+    SMILES is a cluster: its fragments are embedded alone and packed (data/clusters.py)."""
+    if "." in smiles:
+        from .clusters import embed_cluster
+
+        return embed_cluster(smiles, seed)
     try:
         from rdkit import Chem
         from rdkit.Chem import AllChem

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..data.schema import Structures
 from ..model import StudentModel, energy_forces_virials
+from ..model.forces import forces_and_virials
 from ..runtime.neighbours import HalfList, Structure, assemble, half_list, structures_of
 
 
@@ -72,12 +73,17 @@ class Prepared:
         return tuple(t.to(device) for t in tensors)
 
 
-def predict_batch(model: StudentModel, batch: tuple[torch.Tensor, ...], count: int, create_graph: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Total energies [S], atoms per structure [S] and forces [A, 3] of a prepared batch."""
+def predict_batch(model: StudentModel, batch: tuple[torch.Tensor, ...], count: int, create_graph: bool,
+                  compiled: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Total energies [S], atoms per structure [S] and forces [A, 3] of a prepared batch; with `compiled` (a
+    train.compiled.CompiledEnergyGrad of `model`) energies and their gradient come from it."""
     numbers, vectors, neighbours, reverse, system = batch[:5]
-    energies, forces, _virials = energy_forces_virials(model, numbers, vectors, neighbours, reverse,
-                                                       create_graph=create_graph)
+    if compiled is not None:
+        energies, grad = compiled(numbers, vectors, neighbours, reverse)
+        forces, _virials = forces_and_virials(grad, vectors, reverse)
+    else:
+        energies, forces, _virials = energy_forces_virials(model, numbers, vectors, neighbours, reverse,
+                                                           create_graph=create_graph)
     totals = torch.zeros(count, dtype=energies.dtype, device=energies.device).index_add(0, system, energies)
     atoms = torch.bincount(system, minlength=count).to(energies.dtype)
     return totals, atoms, forces
@@ -85,13 +91,13 @@ def predict_batch(model: StudentModel, batch: tuple[torch.Tensor, ...], count: i
 
 def distillation_loss(model: StudentModel, batch: tuple[torch.Tensor, ...], count: int, energy_weight: float,
                       force_weight: float, angular_weight: float = 0.0, structures: int | None = None,
-                      atoms: int | None = None) -> torch.Tensor:
+                      atoms: int | None = None, compiled: Callable | None = None) -> torch.Tensor:
     """energy_weight * MSE(energy per atom) + force_weight * MSE(force components) [+ angular term].
 
     With `structures` and `atoms` (those of a larger batch this one is a part of) the squared errors are
     summed and divided by those counts instead: the parts' losses then add up to the whole batch's."""
     ref_forces, ref_energies = batch[5], batch[6]
-    energy, n_atoms, forces = predict_batch(model, batch, count, create_graph=True)
+    energy, n_atoms, forces = predict_batch(model, batch, count, create_graph=True, compiled=compiled)
     e_err = (energy.double() - ref_energies).float() / n_atoms
     if structures is None or atoms is None:
         loss = energy_weight * (e_err**2).mean() + force_weight * ((forces - ref_forces) ** 2).mean()

@@ -146,10 +146,16 @@ def thermal_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_mol
 
 def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
                     ) -> dict[str, list[tuple[int, str]]]:
-    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes)."""
-    ids = np.arange(len(smiles), dtype=np.int64)
-    splits = split_by_group(ids, fractions, seed)
-    return {name: [(int(k), smiles[int(k)][0]) for k in sorted(idx)] for name, idx in splits.items()}
+    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes).  Clusters
+    (dotted SMILES) are split among themselves, so that adding them leaves the molecules' split as it was."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for clusters in (False, True):
+        ids = np.asarray([k for k, (smi, _) in enumerate(smiles) if ("." in smi) == clusters], dtype=np.int64)
+        if len(ids) == 0:
+            continue
+        for name, idx in split_by_group(ids, fractions, seed).items():
+            out.setdefault(name, []).extend((int(ids[k]), smiles[int(ids[k])][0]) for k in idx)
+    return {name: sorted(pairs) for name, pairs in out.items()}
 
 
 def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,

@@ -44,6 +44,7 @@ class TrainSettings:
     max_minutes: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    compile: bool = False  # energies and their gradient from one torch.compile'd function (train/compiled.py)
 
     def check(self) -> None:
         """Refuse settings outside their domain (one line)."""
@@ -164,7 +165,7 @@ class _Run:
 
 
 def _train_epoch(run: _Run, prepared: Prepared, s: TrainSettings, rng: np.random.Generator, started: float,
-                 ctx: Context) -> float:
+                 ctx: Context, compiled: Any = None) -> float:
     """One pass over the training split; returns the mean loss.  Under a launcher each step is one global
     batch of world x batch_size structures, shared out across the ranks."""
     run.model.train()
@@ -183,7 +184,7 @@ def _train_epoch(run: _Run, prepared: Prepared, s: TrainSettings, rng: np.random
                                                        time.perf_counter() - started)
         else:
             loss = distillation_loss(run.model, prepared.batch(idx, s.device), len(idx), s.energy_weight,
-                                     s.force_weight, s.angular_weight)
+                                     s.force_weight, s.angular_weight, compiled=compiled)
             run.optimiser.zero_grad(set_to_none=True)
             loss.backward()
             value = loss.item()
@@ -241,12 +242,13 @@ def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConf
     distributed.sync_model(model, ctx)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     run = _Run(model, optimiser, EMA(model, s.ema_decay))
+    compiled = _compiled(model, s, ctx)
     if resume and _restore(run, _state_path(out), ctx):
         rng = np.random.default_rng(s.seed + run.epoch)
     started = time.perf_counter()
     train_prep, val_prep = Prepared.of(train_set, model.cutoff), Prepared.of(val_set, model.cutoff)
     while run.epoch < s.epochs:
-        loss = _train_epoch(run, train_prep, s, rng, started, ctx)
+        loss = _train_epoch(run, train_prep, s, rng, started, ctx, compiled)
         record, raw_state = _validate_epoch(run, val_prep, s, loss, started, ctx)
         if ctx.is_main:
             run.save(_state_path(out), raw_state)
@@ -257,6 +259,17 @@ def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConf
         if distributed.agree(stop, ctx):
             break
     return _finish(run, data, data_path, train_set, val_prep, test_set, out, settings, started, ctx)
+
+
+def _compiled(model: StudentModel, s: TrainSettings, ctx: Context) -> Any:
+    """The compiled energy-and-gradient function of `model` with --compile (one process only), else None."""
+    if not s.compile:
+        return None
+    if ctx.active:
+        raise UserInputError("--compile trains in one process: leave it out under torchrun")
+    from .compiled import CompiledEnergyGrad
+
+    return CompiledEnergyGrad(model)
 
 
 def _restore(run: _Run, path: Path, ctx: Context) -> bool:

@@ -71,6 +71,7 @@ class OnlineSettings:
     max_minutes: float = 0.0
     seed: int = 0
     device: str = "cpu"  # where the student trains; the teacher's workers run on CPU
+    compile: bool = False  # the student's energies and gradient from one torch.compile'd function (compiled.py)
     init: str = ""  # a checkpoint of the same architecture to start from (a warm restart), else a fresh fit
     stream: int = 0  # seed stream of the training frames: a warm restart takes another, to see new frames only
 
@@ -241,14 +242,15 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
-        return _run(labellers, teacher_name, config, out, s, (val, test, test_md), started, on_eval, len(smiles),
-                    start)
+        counts = (len(smiles), sum("." in smi for smi, _ in smiles))  # entries, and the clusters among them
+        return _run(labellers, teacher_name, config, out, s, (val, test, test_md), started, on_eval, counts, start)
     finally:
         labellers.close()
 
 
 def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings,
-         held_out: tuple[Frames, Frames, Frames], started: float, on_eval: Callable | None, molecule_count: int,
+         held_out: tuple[Frames, Frames, Frames], started: float, on_eval: Callable | None,
+         molecule_count: tuple[int, int],
          start: StudentModel | None) -> OnlineResult:
     val, test, test_md = held_out
     first = [f for f in (labellers.next() for _ in range(min(8, s.steps))) if len(f.energies)]  # fit, then trained on
@@ -260,6 +262,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     model = initial_model(config, fit.structures(), s.device) if start is None else start
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay)
+    compiled = _compiled(model) if s.compile else None
     val_prep, test_prep = val.prepared(), test.prepared()
     history: list[dict[str, float]] = []
     best, best_state = math.inf, None
@@ -277,7 +280,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
         if empty:
             continue
         progress = max(step / s.steps, elapsed / s.max_minutes if s.max_minutes > 0 else 0.0)
-        loss = _step(model, optimiser, ema, batch, s, _lr(step, s, progress))
+        loss = _step(model, optimiser, ema, batch, s, _lr(step, s, progress), compiled)
         frames_seen += len(batch.energies)
         step += 1
         last = step == s.steps or (s.max_minutes > 0 and elapsed >= s.max_minutes)
@@ -298,18 +301,22 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     val_metrics, test_metrics = evaluate(model, val_prep, s.device), evaluate(model, test_prep, s.device)
     md_metrics = evaluate(model, test_md.prepared(), s.device) if len(test_md.energies) else None
     seconds = time.perf_counter() - started
-    metadata = {
-        "teacher": teacher_name, "online": True, "molecules": molecule_count,
-        "elements": sorted({int(z) for f in (val, test) for numbers in f.numbers for z in numbers} |
-                           {int(z) for numbers in fit.numbers for z in numbers}),
-        "frames_seen": frames_seen, "teacher_frames": teacher_frames, "teacher_seconds": teacher_seconds,
-        "online_settings": asdict(s), "test_metrics": test_metrics.as_dict(), "val_metrics": val_metrics.as_dict(),
-        "history": history, "train_minutes": seconds / 60.0, "library_versions": library_versions(),
-        "test_md_metrics": md_metrics.as_dict() if md_metrics else None,
-    }
+    metadata = _metadata(teacher_name, molecule_count, (val, test, fit), s, history, seconds)
+    metadata.update({"frames_seen": frames_seen, "teacher_frames": teacher_frames, "teacher_seconds": teacher_seconds,
+                     "test_metrics": test_metrics.as_dict(), "val_metrics": val_metrics.as_dict(),
+                     "test_md_metrics": md_metrics.as_dict() if md_metrics else None})
     sha = save_checkpoint(model.cpu(), out, metadata)
     return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
                         seconds, history, md_metrics)
+
+
+def _metadata(teacher_name: str, molecule_count: tuple[int, int], frames: Sequence[Frames], s: OnlineSettings,
+              history: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    """What the checkpoint says of the run besides its results."""
+    return {"teacher": teacher_name, "online": True, "molecules": molecule_count[0], "clusters": molecule_count[1],
+            "elements": sorted({int(z) for f in frames for numbers in f.numbers for z in numbers}),
+            "online_settings": asdict(s), "history": history, "train_minutes": seconds / 60.0,
+            "library_versions": library_versions()}
 
 
 def _warm_start(source: str, config: ModelConfig, device: str) -> StudentModel:
@@ -322,15 +329,22 @@ def _warm_start(source: str, config: ModelConfig, device: str) -> StudentModel:
     return checkpoint.model.to(device)
 
 
+def _compiled(model: StudentModel) -> Any:
+    from .compiled import CompiledEnergyGrad
+
+    return CompiledEnergyGrad(model)
+
+
 def _step(model: StudentModel, optimiser: torch.optim.Optimizer, ema: EMA, batch: Frames, s: OnlineSettings,
-          lr: float) -> torch.Tensor:
+          lr: float, compiled: Any = None) -> torch.Tensor:
     """One optimiser step on one fresh batch; returns its loss."""
     for group in optimiser.param_groups:
         group["lr"] = lr
     model.train()
     prepared = batch.prepared()
     idx = np.arange(len(prepared))
-    loss = distillation_loss(model, prepared.batch(idx, s.device), len(idx), s.energy_weight, s.force_weight)
+    loss = distillation_loss(model, prepared.batch(idx, s.device), len(idx), s.energy_weight, s.force_weight,
+                             compiled=compiled)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)

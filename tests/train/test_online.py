@@ -110,6 +110,16 @@ def test_a_run_with_teacher_md_frames_mixes_them_into_every_batch(tmp_path):
     assert load_checkpoint(tmp_path / "md.pt").metadata["online_settings"]["md_fraction"] == 0.5
 
 
+def test_clusters_train_beside_the_molecules_and_are_counted(tmp_path):
+    from deploycc.data.clusters import cluster_list
+
+    settings = OnlineSettings(steps=2, batch_size=4, eval_every=2, eval_frames=1, warmup_steps=1, conformers=1, seed=3)
+    waters = [pair for pair in cluster_list() if pair[1].startswith("water")][:10]
+    distil_online("emt", SMILES + waters, preset_config("ultra-tiny"), tmp_path / "cl.pt", settings)
+    meta = load_checkpoint(tmp_path / "cl.pt").metadata
+    assert meta["molecules"] == len(SMILES) + 10 and meta["clusters"] == 10
+
+
 def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match="--md-fraction must be between 0 and 1, got 1.5"):
         OnlineSettings(md_fraction=1.5).check()
