@@ -127,10 +127,19 @@ def joined(parts: Sequence[Frames]) -> Frames:
 
 def thermal(walkers: Walkers, teacher: Any, count: int, cutoff: float) -> Frames:
     """The next `count` frames of teacher MD (`walkers` advance as far as needed), with neighbour lists."""
-    started, calls = time.perf_counter(), walkers.calls
-    kept = walkers.frames(lambda structures: _labels(teacher, structures), count)
-    attempted = (walkers.calls - calls) * walkers.count  # every walker's position is labelled at every call
-    return of_labels(kept, cutoff, time.perf_counter() - started, attempted)
+    calls, seconds = walkers.calls, [0.0]
+
+    def label(structures: list) -> tuple[list[float], list[np.ndarray]]:
+        started = time.perf_counter()
+        try:
+            return _labels(teacher, structures)
+        finally:
+            seconds[0] += time.perf_counter() - started
+
+    live_before = sum(not w.retired for w in walkers.walkers)
+    kept = walkers.frames(label, count)
+    attempted = (walkers.calls - calls) * max(live_before, 1)  # every live walker is labelled at every call
+    return of_labels(kept, cutoff, seconds[0], attempted)
 
 
 def thermal_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
@@ -146,8 +155,9 @@ def thermal_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_mol
 
 def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)
                     ) -> dict[str, list[tuple[int, str]]]:
-    """(molecule id, SMILES) per split, by molecule (the same split `deploycc data generate` makes).  Clusters
-    (dotted SMILES) are split among themselves, so that adding them leaves the molecules' split as it was."""
+    """(molecule id, SMILES) per split, by molecule (for a list without clusters, the split `deploycc data
+    generate` makes).  Clusters (dotted SMILES) are split among themselves, so that clusters appended after the
+    molecules leave the molecules' split as it was."""
     out: dict[str, list[tuple[int, str]]] = {}
     for clusters in (False, True):
         ids = np.asarray([k for k, (smi, _) in enumerate(smiles) if ("." in smi) == clusters], dtype=np.int64)

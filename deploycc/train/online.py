@@ -82,6 +82,13 @@ class OnlineSettings:
                                          "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"))
         if not 0.0 <= float(self.md_fraction) <= 1.0:
             raise UserInputError(f"--md-fraction must be between 0 and 1, got {self.md_fraction}")
+        if self.md_fraction > 0 and self.thermal_count() == 0:
+            raise UserInputError(f"--md-fraction {self.md_fraction} gives no teacher-MD frame in a batch of "
+                                 f"{self.batch_size}: give at least {0.5 / self.batch_size:.3g}")
+
+    def thermal_count(self) -> int:
+        """Teacher-MD frames per batch."""
+        return int(math.floor(self.batch_size * float(self.md_fraction) + 0.5))
         from ..targets.settings import checked_device
 
         checked_device(self.device)
@@ -121,9 +128,10 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
         if not pool:
             raise UserInputError("no training molecule could be embedded by RDKit")
         stream = [settings.stream] if settings.stream else []
-        thermal_count = round(settings.batch_size * settings.md_fraction)
-        walkers = (Walkers(pool, settings.md_walkers, settings.md_stride, MD_LIFETIME,
-                           np.random.default_rng([settings.seed, worker, 3 * 10**6] + stream)) if thermal_count else None)
+        thermal_count = settings.thermal_count()
+        md_key = [settings.seed, worker, 3, 10**6] + stream  # one element longer than the rattles' keys
+        walkers = (Walkers(pool, settings.md_walkers, settings.md_stride, MD_LIFETIME, np.random.default_rng(md_key))
+                   if thermal_count else None)
         k = 0
         while not stop.is_set():
             key = [settings.seed, worker, k] + stream
@@ -131,6 +139,9 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
                               cutoff)] if thermal_count < settings.batch_size else []
             if walkers is not None:
                 parts.append(thermal(walkers, teacher, thermal_count, cutoff))
+                if walkers.exhausted:
+                    raise UserInputError(f"teacher MD: teacher '{teacher_name}' keeps failing the walkers (no frame "
+                                         f"in {walkers.barren_calls} calls); lower --md-fraction to 0")
             batch = joined(parts) if len(parts) > 1 else parts[0]
             while not stop.is_set():
                 try:
@@ -231,7 +242,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
     test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
     test_md = thermal_split(teacher, molecules["test"], s.eval_frames, s.seed, 3, cutoff)
-    if s.md_fraction > 0:  # validate on what is trained on: the best weights are chosen on both kinds of frames
+    if s.thermal_count():  # validate on what is trained on: the best weights are chosen on both kinds of frames
         val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
     for name, frames in (("validation", val), ("test", test)):
         if len(frames.energies) == 0:

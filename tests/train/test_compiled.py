@@ -51,16 +51,48 @@ def test_the_compiled_step_sees_optimiser_updates(setup):
     assert after == pytest.approx(after_eager, rel=1e-5) and after != pytest.approx(before, rel=1e-6)
 
 
-def test_an_online_run_with_compile_trains_and_records_it(tmp_path):
+def _count_calls(monkeypatch) -> list:
+    calls = []
+    original = CompiledEnergyGrad.__call__
+
+    def counted(self, *args):
+        calls.append(len(args[0]))
+        return original(self, *args)
+
+    monkeypatch.setattr(CompiledEnergyGrad, "__call__", counted)
+    return calls
+
+
+def test_an_online_run_with_compile_trains_with_it_and_records_it(tmp_path, monkeypatch):
     from deploycc.checkpoint import load_checkpoint
     from deploycc.train.online import OnlineSettings, distil_online
 
+    calls = _count_calls(monkeypatch)
     smiles = [(s, s) for s in ("C", "CC", "CCC", "CO", "CCO", "CN", "CCN", "C=O", "CC=O", "OCO", "NCO", "COC")]
     settings = OnlineSettings(steps=3, batch_size=4, eval_every=3, eval_frames=1, warmup_steps=1, conformers=1,
                               compile=True)
     result = distil_online("emt", smiles, preset_config("ultra-tiny"), tmp_path / "c.pt", settings)
     assert result.steps == 3 and np.isfinite(result.test.force_rmse)
+    assert len(calls) == 3  # every optimiser step went through the compiled function
     assert load_checkpoint(tmp_path / "c.pt").metadata["online_settings"]["compile"] is True
+
+
+def test_offline_training_with_compile_uses_it_every_step(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_data import write_labelled
+
+    from deploycc.checkpoint import load_checkpoint
+    from deploycc.train.loop import TrainSettings, train
+
+    calls = _count_calls(monkeypatch)
+    data = write_labelled(tmp_path / "d.h5")
+    settings = TrainSettings(epochs=2, batch_size=7, warmup_steps=1, patience=10, compile=True)
+    result = train(data, preset_config("ultra-tiny"), tmp_path / "m.pt", settings)
+    assert result.epochs_run == 2 and len(calls) == 2 * 4  # 28 training structures in batches of 7
+    assert load_checkpoint(tmp_path / "m.pt").metadata["train_settings"]["compile"] is True
 
 
 def test_compile_is_refused_under_a_launcher(monkeypatch):
