@@ -104,3 +104,21 @@ def test_compile_is_refused_under_a_launcher(monkeypatch):
 
     with pytest.raises(UserInputError, match="--compile trains in one process"):
         loop._compiled(torch.nn.Linear(1, 1), loop.TrainSettings(compile=True), Active())
+
+
+def test_a_step_torch_compile_cannot_build_is_one_line(setup, monkeypatch):
+    from deploycc.errors import MissingDependencyError
+
+    model, prepared = setup
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\n  no compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    compiled = CompiledEnergyGrad(model)
+    with pytest.raises(MissingDependencyError, match=r"--compile: torch.compile \(inductor\) failed on the training "
+                                                     r"step: RuntimeError: InductorError: CppCompileError: C\+\+ "
+                                                     r"compile error no compiler found; train without --compile"):
+        distillation_loss(model, prepared.batch(np.arange(2), "cpu"), 2, 10.0, 1.0, compiled=compiled)

@@ -123,6 +123,9 @@ def test_clusters_train_beside_the_molecules_and_are_counted(tmp_path):
 def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match="--md-fraction must be between 0 and 1, got 1.5"):
         OnlineSettings(md_fraction=1.5).check()
+    with pytest.raises(UserInputError, match="--md-fraction 0.01 gives no teacher-MD frame in a batch of 16"):
+        OnlineSettings(md_fraction=0.01).check()
+    assert OnlineSettings(md_fraction=0.5, batch_size=16).thermal_count() == 8
     with pytest.raises(UserInputError, match="--steps must be at least 1, got 0"):
         OnlineSettings(steps=0).check()
     with pytest.raises(UserInputError, match="--lr must be a positive number, got nan"):
