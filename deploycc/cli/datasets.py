@@ -173,10 +173,24 @@ def train_cmd(
                       f"{record['minutes']:.1f} min")
 
     result = train(data, preset_config(model), out, settings, resume=resume, on_epoch=report)
-    from ..train.distributed import is_main_process
+    from ..train.distributed import is_main_process, launched
 
     if is_main_process():  # under torchrun every rank returns the result; one table
         print_train_result(model, result)
+    if launched():
+        _leave_launched_rank()
+
+
+def _leave_launched_rank() -> None:
+    """A rank that has written and printed everything exits at once: torch's gloo threads can abort a rank at
+    interpreter teardown ("terminate called without an active exception", SIGABRT) even after the process group
+    is destroyed, which torchrun reports as a failed run."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command("distil")

@@ -55,6 +55,11 @@ class Context:
             dist.barrier()
 
 
+def launched() -> bool:
+    """True when a launcher (torchrun) runs this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def is_main_process() -> bool:
     """True unless a launcher made this process a rank other than 0 (for printing only once)."""
     return int(os.environ.get("RANK", "0")) == 0
