@@ -85,16 +85,16 @@ class OnlineSettings:
         if self.md_fraction > 0 and self.thermal_count() == 0:
             raise UserInputError(f"--md-fraction {self.md_fraction} gives no teacher-MD frame in a batch of "
                                  f"{self.batch_size}: give at least {0.5 / self.batch_size:.3g}")
-
-    def thermal_count(self) -> int:
-        """Teacher-MD frames per batch."""
-        return int(math.floor(self.batch_size * float(self.md_fraction) + 0.5))
         from ..targets.settings import checked_device
 
         checked_device(self.device)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise MissingDependencyError(f"--device {self.device}: no CUDA GPU visible to PyTorch")
         check_domain(self, non_negative=("max_minutes",))
+
+    def thermal_count(self) -> int:
+        """Teacher-MD frames per batch."""
+        return int(math.floor(self.batch_size * float(self.md_fraction) + 0.5))
 
 
 @dataclass

@@ -126,6 +126,10 @@ def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match="--md-fraction 0.01 gives no teacher-MD frame in a batch of 16"):
         OnlineSettings(md_fraction=0.01).check()
     assert OnlineSettings(md_fraction=0.5, batch_size=16).thermal_count() == 8
+    with pytest.raises(UserInputError, match="tpu"):
+        OnlineSettings(device="tpu").check()
+    with pytest.raises(UserInputError, match="--max-minutes must be a non-negative number, got -1"):
+        OnlineSettings(max_minutes=-1).check()
     with pytest.raises(UserInputError, match="--steps must be at least 1, got 0"):
         OnlineSettings(steps=0).check()
     with pytest.raises(UserInputError, match="--lr must be a positive number, got nan"):
