@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import MissingDependencyError, UserInputError
+from .clusters import embed_cluster, is_cluster
 from .schema import Structures, split_by_group
 from .teachers import Teacher
 
@@ -51,9 +52,7 @@ def read_smiles(path: Path = SMILES_FILE) -> list[tuple[str, str]]:
 def embed(smiles: str, seed: int):
     """A 3-D conformer with explicit hydrogens (ETKDG, then MMFF), as ase.Atoms; None if RDKit fails.  A dotted
     SMILES is a cluster: its fragments are embedded alone and packed (data/clusters.py)."""
-    if "." in smiles:
-        from .clusters import embed_cluster
-
+    if is_cluster(smiles):
         return embed_cluster(smiles, seed)
     try:
         from rdkit import Chem

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.clusters import is_cluster
 from ..data.generate import MAX_FORCE
 from ..data.schema import Structures, split_by_group
 from ..errors import MissingDependencyError
@@ -160,7 +161,7 @@ def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8
     molecules leave the molecules' split as it was."""
     out: dict[str, list[tuple[int, str]]] = {}
     for clusters in (False, True):
-        ids = np.asarray([k for k, (smi, _) in enumerate(smiles) if ("." in smi) == clusters], dtype=np.int64)
+        ids = np.asarray([k for k, (smi, _) in enumerate(smiles) if is_cluster(smi) == clusters], dtype=np.int64)
         if len(ids) == 0:
             continue
         for name, idx in split_by_group(ids, fractions, seed).items():

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
+from ..data.clusters import is_cluster
 from ..errors import DeployccError, MissingDependencyError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
@@ -253,7 +254,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
-        counts = (len(smiles), sum("." in smi for smi, _ in smiles))  # entries, and the clusters among them
+        counts = (len(smiles), sum(is_cluster(smi) for smi, _ in smiles))  # entries, and the clusters among them
         return _run(labellers, teacher_name, config, out, s, (val, test, test_md), started, on_eval, counts, start)
     finally:
         labellers.close()
