@@ -26,6 +26,7 @@ def data_generate(
     smiles: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped drug-like list)"),
     rattles: int = typer.Option(16, help="rattled frames per molecule"),
     md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
+    normal_modes: int = typer.Option(0, help="normal-mode-sampled frames per molecule (300-1000 K, MMFF94 modes)"),
     max_molecules: int = typer.Option(0, help="use only the first N molecules (0 = all)"),
     seed: int = typer.Option(0),
     cluster: Optional[str] = typer.Option(None, help="label on Dask workers: local:N, or tcp://HOST:PORT of a "
@@ -38,6 +39,9 @@ def data_generate(
 
     from ..runtime.cluster import parse_cluster
 
+    for flag, count in (("--rattles", rattles), ("--md-frames", md_frames), ("--normal-modes", normal_modes)):
+        if count < 0:
+            raise UserInputError(f"{flag} must be at least 0, got {count}")
     spec = parse_cluster(cluster) if cluster is not None else None
     chosen = get_teacher(teacher)
     molecules, outside = molecules_for(read_smiles(smiles or SMILES_FILE), chosen)
@@ -51,7 +55,8 @@ def data_generate(
     with progress() as bar:
         task = bar.add_task(f"labelling with {chosen.name}", total=len(molecules))
         data, report = generate_molecules(molecules, chosen, rattles=rattles, md_frames=md_frames, seed=seed,
-                                          on_molecule=lambda name: bar.advance(task), cluster=spec)
+                                          on_molecule=lambda name: bar.advance(task), cluster=spec,
+                                          normal_modes=normal_modes)
     write_h5(data, out)
     print_label_report(report, out, data)
 
@@ -215,6 +220,8 @@ def distil_cmd(
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
                                                 "Langevin walkers); the rest are rattled conformers"),
     md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
+    nms_fraction: float = typer.Option(0.0, help="share of each batch by normal-mode sampling at 300-1000 K "
+                                                 "(MMFF94 modes, one teacher call a frame)"),
     clusters: bool = typer.Option(False, help="also sample the shipped molecular clusters (water clusters, "
                                               "solutes in water; split among themselves)"),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
@@ -228,7 +235,7 @@ def distil_cmd(
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
                               eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
                               init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
-                              compile=compile)
+                              nms_fraction=nms_fraction, compile=compile)
     settings.check()
     config = preset_config(model)
     inputs = tuple(Path(p) for p in (molecules, init) if p)

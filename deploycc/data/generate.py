@@ -16,6 +16,7 @@ from .teachers import Teacher
 
 SMILES_FILE = Path(__file__).with_name("smiles.txt")
 MAX_FORCE = 50.0  # eV/Angstrom: a label above this is treated as a teacher failure
+RATTLE_WIDTHS = (0.01, 0.12)  # Å: the width of a frame's Gaussian rattle is drawn in this range
 
 
 @dataclass
@@ -161,15 +162,22 @@ def _md_frames(atoms, teacher: Teacher, rng: np.random.Generator, frames: int, s
 
 
 def molecule_frames(
-    atoms, teacher: Teacher, rng: np.random.Generator, rattles: int, md_frames: int, report: LabelReport
+    atoms, teacher: Teacher, rng: np.random.Generator, rattles: int, md_frames: int, report: LabelReport,
+    normal_modes: int = 0, smiles: str = "",
 ) -> list[tuple]:
-    """Off-equilibrium frames of one molecule: Gaussian rattles (0.01-0.12 A) and teacher-MD snapshots."""
+    """Off-equilibrium frames of one molecule: Gaussian rattles (0.01-0.12 A), normal-mode samples at
+    300-1000 K (data/normal_modes.py; of `smiles`, rattles where it has no modes) and teacher-MD snapshots."""
     out = []
     rattled = []
     for _ in range(rattles):
         frame = atoms.copy()
-        frame.positions += rng.normal(0.0, rng.uniform(0.01, 0.12), size=frame.positions.shape)
+        frame.positions += rng.normal(0.0, rng.uniform(*RATTLE_WIDTHS), size=frame.positions.shape)
         rattled.append(frame)
+    if normal_modes:  # drawn after the rattles, so that a seed's rattles are the same with or without them
+        from .normal_modes import NormalModeSampler
+
+        sampler = NormalModeSampler([(0, atoms)], {0: smiles})
+        rattled.extend(frame for _, frame in sampler.frames(normal_modes, rng))
     if teacher.label_batch is not None and rattled:
         out.extend(_label_batch(rattled, teacher, report))
     else:
@@ -191,8 +199,8 @@ def molecule_frames(
     return out
 
 
-def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_frames: int, seed: int
-                   ) -> tuple[list[tuple], LabelReport]:
+def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_frames: int, seed: int,
+                   normal_modes: int = 0) -> tuple[list[tuple], LabelReport]:
     """Frames of molecule `mol_id` (its conformer and sampling seeded by (seed, mol_id) alone, so a dataset
     is the same however its molecules are shared among workers) and what labelling them did."""
     mol_id, smi = item
@@ -202,7 +210,7 @@ def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_fra
         report.skip("RDKit embedding failed")
         return [], report
     rng = np.random.default_rng([seed, mol_id])
-    frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report)
+    frames = molecule_frames(atoms, teacher, rng, rattles, md_frames, report, normal_modes, smi)
     for frame, _energy, _forces in frames:
         frame.calc = None  # the labels are kept; a teacher's calculator may not pickle back from a worker
     report.molecules = 1 if frames else 0
@@ -210,19 +218,21 @@ def label_molecule(item: tuple[int, str], teacher: Teacher, rattles: int, md_fra
 
 
 def labelled_molecules(smiles: list[tuple[str, str]], teacher: Teacher, rattles: int, md_frames: int, seed: int,
-                       cluster: Any = None) -> Iterator[tuple[int, str, list[tuple], LabelReport]]:
+                       cluster: Any = None, normal_modes: int = 0
+                       ) -> Iterator[tuple[int, str, list[tuple], LabelReport]]:
     """(mol_id, name, frames, report) of every molecule in input order, labelled here or on a Dask cluster
     (a ClusterSpec or a connected distributed.Client, runtime/cluster.py)."""
     items = [(mol_id, smi) for mol_id, (smi, _name) in enumerate(smiles)]
     if cluster is None:
         for mol_id, smi in items:
-            yield (mol_id, smiles[mol_id][1], *label_molecule((mol_id, smi), teacher, rattles, md_frames, seed))
+            yield (mol_id, smiles[mol_id][1], *label_molecule((mol_id, smi), teacher, rattles, md_frames, seed,
+                                                              normal_modes))
         return
     from ..runtime.cluster import connected, ordered_map
 
     with connected(cluster) as client:
         for (mol_id, _smi), (frames, report) in ordered_map(client, label_molecule, items, teacher, rattles,
-                                                            md_frames, seed):
+                                                            md_frames, seed, normal_modes):
             yield mol_id, smiles[mol_id][1], frames, report
 
 
@@ -242,12 +252,14 @@ def generate_molecules(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     on_molecule: Callable[[str], None] | None = None,
     cluster: Any = None,
+    normal_modes: int = 0,
 ) -> tuple[Structures, LabelReport]:
     """Label frames of every molecule (here, or on `cluster`); split train/val/test by molecule."""
     report = LabelReport()
     start = time.perf_counter()
     numbers, positions, energies, forces, group = [], [], [], [], []
-    for mol_id, name, frames, part in labelled_molecules(smiles, teacher, rattles, md_frames, seed, cluster):
+    for mol_id, name, frames, part in labelled_molecules(smiles, teacher, rattles, md_frames, seed, cluster,
+                                                         normal_modes):
         merge_report(report, part)
         for frame, energy, f in frames:
             numbers.append(frame.get_atomic_numbers().astype(np.int64))

@@ -12,14 +12,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data.clusters import is_cluster
-from ..data.generate import MAX_FORCE
+from ..data.generate import MAX_FORCE, RATTLE_WIDTHS
 from ..data.schema import Structures, split_by_group
 from ..errors import MissingDependencyError
 from ..runtime.neighbours import HalfList, Structure, half_list
 from .batches import Prepared
 from .walkers import Walkers
 
-RATTLE = (0.01, 0.12)  # Å, as `deploycc data generate`: the rattle width, drawn per frame
+RATTLE = RATTLE_WIDTHS  # Å, as `deploycc data generate`: the rattle width, drawn per frame
 HELD_OUT_STRIDE = 20  # teacher-MD steps (10 fs) between the held-out frames of one molecule
 
 

@@ -26,13 +26,15 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..data.clusters import is_cluster
-from ..errors import DeployccError, MissingDependencyError, UserInputError
+from ..errors import DeployccError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
 from .frames import (Frames, conformers_of, fixed_split, joined, labelled, rattled,  # noqa: F401 (re-exported)
                      split_molecules, thermal, thermal_split, write_splits)
-from .loop import EMA, check_domain, initial_model
+from .loop import EMA, initial_model
+from ..data.normal_modes import NormalModeSampler
+from .online_settings import OnlineSettings
 from .walkers import Walkers
 
 def molecule_file() -> Path:
@@ -48,57 +50,6 @@ MAX_EMPTY_BATCHES = 20  # consecutive batches without one labelled frame: the te
 
 
 @dataclass
-class OnlineSettings:
-    """Everything that decides an online run (stored in the checkpoint)."""
-
-    steps: int = 2000
-    batch_size: int = 16
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.02
-    warmup_steps: int = 100
-    weight_decay: float = 1e-5
-    energy_weight: float = 10.0
-    force_weight: float = 1.0
-    grad_clip: float = 10.0
-    ema_decay: float = 0.995
-    workers: int = 1
-    prefetch: int = 8  # batches each worker keeps ready
-    conformers: int = 3  # RDKit conformers per training molecule
-    md_fraction: float = 0.0  # share of each batch from teacher-MD walkers at 300-1000 K; the rest rattled
-    md_stride: int = 4  # teacher-MD steps (0.5 fs) between a walker's training frames
-    md_walkers: int = 64  # walkers per labelling worker, advanced by one batched teacher call a step
-    eval_every: int = 200
-    eval_frames: int = 4  # frames per validation / test molecule
-    max_minutes: float = 0.0
-    seed: int = 0
-    device: str = "cpu"  # where the student trains; the teacher's workers run on CPU
-    compile: bool = False  # the student's energies and gradient from one torch.compile'd function (compiled.py)
-    init: str = ""  # a checkpoint of the same architecture to start from (a warm restart), else a fresh fit
-    stream: int = 0  # seed stream of the training frames: a warm restart takes another, to see new frames only
-
-    def check(self) -> None:
-        if int(self.stream) < 0:
-            raise UserInputError(f"--stream must be at least 0, got {self.stream}")
-        check_domain(self, at_least_one=("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every",
-                                         "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"))
-        if not 0.0 <= float(self.md_fraction) <= 1.0:
-            raise UserInputError(f"--md-fraction must be between 0 and 1, got {self.md_fraction}")
-        if self.md_fraction > 0 and self.thermal_count() == 0:
-            raise UserInputError(f"--md-fraction {self.md_fraction} gives no teacher-MD frame in a batch of "
-                                 f"{self.batch_size}: give at least {0.5 / self.batch_size:.3g}")
-        from ..targets.settings import checked_device
-
-        checked_device(self.device)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise MissingDependencyError(f"--device {self.device}: no CUDA GPU visible to PyTorch")
-        check_domain(self, non_negative=("max_minutes",))
-
-    def thermal_count(self) -> int:
-        """Teacher-MD frames per batch."""
-        return int(math.floor(self.batch_size * float(self.md_fraction) + 0.5))
-
-
-@dataclass
 class OnlineResult:
     checkpoint: Path
     sha256: str
@@ -111,6 +62,17 @@ class OnlineResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     test_md: Metrics | None = None  # the test molecules' teacher-MD frames
+
+
+def unlabelled_batch(pool: list[tuple[int, Any]], sampler: NormalModeSampler | None, s: OnlineSettings,
+                     worker: int, k: int) -> list[tuple[int, Any]]:
+    """The rattled and normal-mode frames of batch k of a worker (teacher-MD frames come from its walkers)."""
+    stream = [s.stream] if s.stream else []
+    frames = rattled(pool, s.batch_size - s.thermal_count() - s.nms_count(),
+                     np.random.default_rng([s.seed, worker, k] + stream))
+    if sampler is not None:  # a key of its own, so that its draws never overlap the rattles'
+        frames += sampler.frames(s.nms_count(), np.random.default_rng([s.seed, worker, k, 2 * 10**6, s.stream]))
+    return frames
 
 
 def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], settings: OnlineSettings, cutoff: float,
@@ -133,11 +95,12 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
         md_key = [settings.seed, worker, 3, 10**6] + stream  # one element longer than the rattles' keys
         walkers = (Walkers(pool, settings.md_walkers, settings.md_stride, MD_LIFETIME, np.random.default_rng(md_key))
                    if thermal_count else None)
+        nms_count = settings.nms_count()
+        sampler = NormalModeSampler(pool, dict(smiles)) if nms_count else None
         k = 0
         while not stop.is_set():
-            key = [settings.seed, worker, k] + stream
-            parts = [labelled(teacher, rattled(pool, settings.batch_size - thermal_count, np.random.default_rng(key)),
-                              cutoff)] if thermal_count < settings.batch_size else []
+            frames = unlabelled_batch(pool, sampler, settings, worker, k)
+            parts = [labelled(teacher, frames, cutoff)] if frames else []
             if walkers is not None:
                 parts.append(thermal(walkers, teacher, thermal_count, cutoff))
                 if walkers.exhausted:

@@ -45,6 +45,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         (["predict", "tiny", "--structures", "in.extxyz", "--out", "o.extxyz", "--chunk-size", "0"], 65,
          ["--chunk-size"]),
         (["data", "generate", "--out", "x.h5", "--cluster", "local:0"], 65, ["local workers"]),
+        (["data", "generate", "--out", "x.h5", "--normal-modes", "-2"], 65, ["--normal-modes", "at least 0"]),
+        (["distil", "--out", "x.pt", "--nms-fraction", "0.01"], 65, ["--nms-fraction", "normal-mode"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):

@@ -163,3 +163,18 @@ def test_labelled_frames_carry_no_calculator_back():
     assert all(frame.calc is None for frame, _e, _f in frames)
     restored = pickle.loads(pickle.dumps(frames))
     assert np.array_equal(restored[0][2], frames[0][2])
+
+
+def test_normal_mode_frames_follow_the_rattles_of_the_same_seed():
+    pytest.importorskip("rdkit")
+    from deploycc.data.generate import label_molecule
+
+    emt = get_teacher("emt")
+    plain, _ = label_molecule((0, "CCO"), emt, rattles=3, md_frames=0, seed=4)
+    mixed, report = label_molecule((0, "CCO"), emt, rattles=3, md_frames=0, seed=4, normal_modes=4)
+    assert report.molecules == 1 and len(mixed) == 7
+    assert all(np.array_equal(a.positions, b.positions) for (a, _, _), (b, _, _) in zip(plain, mixed[:3]))
+    masses = mixed[0][0].get_masses()[:, None]
+    centres = [(masses * frame.positions).sum(0) / masses.sum() for frame, _, _ in mixed[3:]]
+    assert np.allclose(centres, centres[0], atol=1e-8)  # normal-mode frames share a centre of mass; rattles do not
+    assert all(np.isfinite(e) and np.isfinite(f).all() for _, e, f in mixed)

@@ -110,6 +110,32 @@ def test_a_run_with_teacher_md_frames_mixes_them_into_every_batch(tmp_path):
     assert load_checkpoint(tmp_path / "md.pt").metadata["online_settings"]["md_fraction"] == 0.5
 
 
+def test_a_run_with_normal_mode_frames_mixes_them_into_every_batch(tmp_path):
+    settings = OnlineSettings(steps=3, batch_size=4, eval_every=3, eval_frames=1, warmup_steps=1, conformers=1,
+                              seed=1, nms_fraction=0.5)
+    result = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "nms.pt", settings)
+    assert result.frames_seen == 3 * 4 and result.teacher_frames == result.frames_seen  # one teacher call a frame
+    assert load_checkpoint(tmp_path / "nms.pt").metadata["online_settings"]["nms_fraction"] == 0.5
+
+
+def test_a_batch_takes_its_normal_mode_frames_after_its_rattles():
+    from deploycc.data.normal_modes import NormalModeSampler
+    from deploycc.train.online import unlabelled_batch
+
+    pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
+    plain = rattled(pool, 2, np.random.default_rng([2, 0, 7]))  # the rattles of worker 0's batch 7, seed 2
+    sampler = NormalModeSampler(pool, {0: "CCO", 1: "CN"})
+    mixed = unlabelled_batch(pool, sampler, OnlineSettings(batch_size=4, seed=2, nms_fraction=0.5), 0, 7)
+    assert len(mixed) == 4
+    assert all(np.array_equal(a.positions, b.positions) for (_, a), (_, b) in zip(plain[:2], mixed[:2]))
+    def centre_shift(mol_id, atoms):  # a normal-mode displacement keeps the centre of mass; a rattle moves it
+        origin = sampler.modes([m for m, _ in pool].index(mol_id)).origin
+        return np.abs((atoms.get_masses()[:, None] * (atoms.positions - origin)).sum(0)).max()
+
+    assert all(centre_shift(*frame) < 1e-8 for frame in mixed[2:])
+    assert all(centre_shift(*frame) > 1e-4 for frame in plain)
+
+
 def test_clusters_train_beside_the_molecules_and_are_counted(tmp_path):
     from deploycc.data.clusters import cluster_list
 
@@ -126,6 +152,13 @@ def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match="--md-fraction 0.01 gives no teacher-MD frame in a batch of 16"):
         OnlineSettings(md_fraction=0.01).check()
     assert OnlineSettings(md_fraction=0.5, batch_size=16).thermal_count() == 8
+    with pytest.raises(UserInputError, match="--nms-fraction must be between 0 and 1, got -0.1"):
+        OnlineSettings(nms_fraction=-0.1).check()
+    with pytest.raises(UserInputError, match="--nms-fraction 0.02 gives no normal-mode frame in a batch of 16"):
+        OnlineSettings(nms_fraction=0.02).check()
+    with pytest.raises(UserInputError, match="add up to more than the batch"):
+        OnlineSettings(md_fraction=0.5, nms_fraction=0.6).check()
+    assert OnlineSettings(nms_fraction=0.25, batch_size=16).nms_count() == 4
     with pytest.raises(UserInputError, match="tpu"):
         OnlineSettings(device="tpu").check()
     with pytest.raises(UserInputError, match="--max-minutes must be a non-negative number, got -1"):
