@@ -25,8 +25,9 @@ PYTHONPATH="$ANI_SITE:/tmp/site" exec python3 "\$@"
 WRAP
 chmod +x "$OUT/ani-python"
 export DEPLOYCC_ANI_PYTHON="$OUT/ani-python" OMP_NUM_THREADS=1
-# MD_FRACTION: share of teacher-MD frames per batch; COMPILE=1 adds --compile (inductor needs triton on CUDA)
+# MD_FRACTION / NMS_FRACTION: shares of teacher-MD and normal-mode frames per batch (the rest rattled);
+# COMPILE=1 adds --compile (inductor needs triton on CUDA)
 python3 -m deploycc distil --teacher ani1x --model "$MODEL" --out "$OUT/$MODEL-ani1x.pt" --device cuda \
-  --md-fraction "${MD_FRACTION:-0.5}" $([ "${COMPILE:-0}" = 1 ] && echo --compile) \
+  --md-fraction "${MD_FRACTION:-0.5}" --nms-fraction "${NMS_FRACTION:-0}" $([ "${COMPILE:-0}" = 1 ] && echo --compile) \
   --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \
   --splits-out "$OUT/held-out.h5" 2>&1 | tee "$OUT/distil-$MODEL.log" | tail -n 20

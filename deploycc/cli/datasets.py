@@ -218,7 +218,7 @@ def distil_cmd(
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
-                                                "Langevin walkers); the rest are rattled conformers"),
+                                                "Langevin walkers); what --nms-fraction leaves are rattled conformers"),
     md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
     nms_fraction: float = typer.Option(0.0, help="share of each batch by normal-mode sampling at 300-1000 K "
                                                  "(MMFF94 modes, one teacher call a frame)"),

@@ -174,6 +174,8 @@ def molecule_frames(
         frame.positions += rng.normal(0.0, rng.uniform(*RATTLE_WIDTHS), size=frame.positions.shape)
         rattled.append(frame)
     if normal_modes:  # drawn after the rattles, so that a seed's rattles are the same with or without them
+        if not smiles:
+            raise ValueError("normal-mode frames need the molecule's SMILES")
         from .normal_modes import NormalModeSampler
 
         sampler = NormalModeSampler([(0, atoms)], {0: smiles})

@@ -19,10 +19,13 @@ from .clusters import is_cluster
 
 KB_KCAL = 0.0019872041  # kcal/mol/K: MMFF's energy unit
 TEMPERATURES = (300.0, 1000.0)  # K, drawn per frame, as the teacher-MD walkers
-FLOOR_WAVENUMBER = 100.0  # cm^-1: softer modes (torsions) are displaced as if this stiff, so frames stay bonded
+FLOOR_WAVENUMBER = 100.0  # cm^-1: softer modes (torsions) are displaced as if this stiff
+MAX_STRETCH = 0.3  # a frame with a bond longer or shorter than this share of its length at the minimum is redrawn
+REDRAWS = 24  # draws of a frame before the origin is given; the temperature halves every 6 draws
 # (cm^-1)^2 per kcal/mol/Å²/amu: omega = sqrt(lambda * 4.184e26 s^-2), wavenumber = omega / (2 pi c)
 WAVENUMBER_PER_SQRT_STIFFNESS = float(np.sqrt(4.184e26) / (2.0 * np.pi * 2.99792458e10))
 _STEP = 1e-3  # Å, the finite-difference step of the Hessian
+_LINEAR = 1e-3  # relative singular value below which a rigid rotation is absent (a linear molecule)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Modes:
     origin: np.ndarray  # (N, 3) Å, the minimum
     displacements: np.ndarray  # (3N, M) Å per unit mass-weighted mode coordinate (amu^1/2 Å)
     stiffness: np.ndarray  # (M,) eigenvalues of the mass-weighted Hessian, kcal/mol/Å²/amu
+    bonds: np.ndarray  # (B, 2) atom indices of the molecule's bonds
 
     @property
     def wavenumbers(self) -> np.ndarray:
@@ -40,11 +44,26 @@ class Modes:
         return np.sign(self.stiffness) * np.sqrt(np.abs(self.stiffness)) * WAVENUMBER_PER_SQRT_STIFFNESS
 
     def displaced(self, temperature: float, rng: np.random.Generator) -> np.ndarray:
-        """Positions with each mode at a classical harmonic amplitude of `temperature` (K): N(0, kT / lambda)."""
+        """Positions with each mode at a classical harmonic amplitude of `temperature` (K): N(0, kT / lambda).
+        Modes are straight lines, so a large torsion amplitude stretches the bonds of the rotating atoms: a draw
+        that stretches or shortens a bond by more than `MAX_STRETCH` is redrawn (cooler after every 6)."""
         floor = (FLOOR_WAVENUMBER / WAVENUMBER_PER_SQRT_STIFFNESS) ** 2
-        stiffness = np.maximum(np.abs(self.stiffness), floor)
-        amplitudes = rng.normal(0.0, np.sqrt(KB_KCAL * temperature / stiffness))
-        return self.origin + (self.displacements @ amplitudes).reshape(-1, 3)
+        scale = np.sqrt(KB_KCAL / np.maximum(np.abs(self.stiffness), floor))
+        for attempt in range(REDRAWS):
+            amplitudes = rng.normal(0.0, scale * np.sqrt(temperature * 0.5 ** (attempt // 6)))
+            positions = self.origin + (self.displacements @ amplitudes).reshape(-1, 3)
+            if self.bonded(positions):
+                return positions
+        return self.origin.copy()
+
+    def bonded(self, positions: np.ndarray) -> bool:
+        """Every bond within `MAX_STRETCH` of its length at the minimum."""
+        if len(self.bonds) == 0:
+            return True
+        i, j = self.bonds.T
+        ratio = np.linalg.norm(positions[i] - positions[j], axis=1) / np.linalg.norm(
+            self.origin[i] - self.origin[j], axis=1)
+        return bool(np.all(np.abs(ratio - 1.0) <= MAX_STRETCH))
 
 
 def _force_field(mol: Any) -> Any:
@@ -54,6 +73,26 @@ def _force_field(mol: Any) -> Any:
         return AllChem.MMFFGetMoleculeForceField(mol, AllChem.MMFFGetMoleculeProperties(mol))
     if AllChem.UFFHasAllMoleculeParams(mol):
         return AllChem.UFFGetMoleculeForceField(mol)
+    return None
+
+
+def _minimum(mol: Any) -> np.ndarray | None:
+    """The force field's minimum near the conformer (flat, Å); None when no force field covers the molecule,
+    RDKit fails on it, or the minimiser does not converge."""
+    try:
+        ff = _force_field(mol)
+        if ff is None:
+            return None
+        ff.Initialize()
+        for _ in range(5):
+            if ff.Minimize(maxIts=2000) == 0:
+                positions = np.asarray(ff.Positions(), dtype=float)
+                conformer = mol.GetConformer()
+                for k in range(mol.GetNumAtoms()):
+                    conformer.SetAtomPosition(k, positions[3 * k: 3 * k + 3].tolist())
+                return positions
+    except Exception:  # noqa: BLE001 - an RDKit failure on one molecule: it is rattled instead
+        return None
     return None
 
 
@@ -86,7 +125,7 @@ def _internal_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
         rigid.append((root[:, None] * axis).ravel())
         rigid.append((root[:, None] * np.cross(axis, centred)).ravel())
     u, s, _ = np.linalg.svd(np.stack(rigid, axis=1), full_matrices=True)
-    rank = int((s > 1e-6 * s.max()).sum())
+    rank = int((s > _LINEAR * s.max()).sum())
     return u[:, rank:]
 
 
@@ -106,19 +145,18 @@ def modes_of(smiles: str, positions: np.ndarray) -> Modes | None:
     for k, (x, y, z) in enumerate(np.asarray(positions, dtype=float)):
         conformer.SetAtomPosition(k, Point3D(x, y, z))
     mol.AddConformer(conformer, assignId=True)
-    ff = _force_field(mol)
-    if ff is None:
+    x0 = _minimum(mol)
+    if x0 is None:
         return None
-    ff.Initialize()
-    ff.Minimize(maxIts=2000)
-    x0 = np.asarray(ff.Positions(), dtype=float)
+    ff = _force_field(mol)
     numbers = np.asarray([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
     masses = atomic_masses[numbers]
     root = np.repeat(np.sqrt(masses), 3)
     weighted = _hessian(ff, x0) / np.outer(root, root)
     basis = _internal_basis(x0.reshape(-1, 3), masses)
     stiffness, vectors = np.linalg.eigh(basis.T @ weighted @ basis)
-    return Modes(numbers, x0.reshape(-1, 3), (basis @ vectors) / root[:, None], stiffness)
+    bonds = np.asarray([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()], dtype=np.int64)
+    return Modes(numbers, x0.reshape(-1, 3), (basis @ vectors) / root[:, None], stiffness, bonds.reshape(-1, 2))
 
 
 class NormalModeSampler:

@@ -23,7 +23,6 @@ RATTLE = RATTLE_WIDTHS  # Å, as `deploycc data generate`: the rattle width, dra
 HELD_OUT_STRIDE = 20  # teacher-MD steps (10 fs) between the held-out frames of one molecule
 
 
-
 @dataclass
 class Frames:
     """Labelled frames with their neighbour lists (what a worker sends and a split holds)."""
@@ -152,6 +151,18 @@ def thermal_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_mol
     walkers = Walkers(pool, len(pool), HELD_OUT_STRIDE, frames_per_molecule,
                       np.random.default_rng([seed, 2 * 10**6 + stream]), in_order=True)
     return thermal(walkers, teacher, len(pool) * frames_per_molecule, cutoff)
+
+
+def nms_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
+              cutoff: float) -> Frames:
+    """Held-out normal-mode frames (300-1000 K) of `frames_per_molecule` per molecule (clusters: rattled)."""
+    from ..data.normal_modes import NormalModeSampler
+
+    pool = conformers_of(molecules, 1, seed + 7919 * stream)
+    rng = np.random.default_rng([seed, 3 * 10**6 + stream])
+    smiles = dict(molecules)
+    frames = [f for item in pool for f in NormalModeSampler([item], smiles).frames(frames_per_molecule, rng)]
+    return labelled(teacher, frames, cutoff)
 
 
 def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8, 0.1, 0.1)

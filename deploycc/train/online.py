@@ -2,9 +2,10 @@
 never sees the same frame twice.
 
 Molecules are split train/val/test by molecule.  Each worker embeds conformers of the training molecules
-once (RDKit), then makes batches ahead of the optimiser: a random conformer, rattled by a Gaussian whose
-width is drawn per frame, labelled by the teacher in one batched call, with its neighbour list.  Batch k of
-worker w is seeded by (seed, w, k) and the trainer takes the workers' batches in turn, so a run is the same
+once (RDKit), then makes batches ahead of the optimiser: random conformers rattled by a Gaussian whose
+width is drawn per frame and, as asked, normal-mode samples (data/normal_modes.py) and teacher-MD frames
+(walkers.py), labelled by the teacher in batched calls, with their neighbour lists.  Batch k of worker w is
+seeded by (seed, w, k) and the trainer takes the workers' batches in turn, so a run is the same
 for a seed and a worker count (with --max-minutes the schedule follows the clock instead).  Validation and
 test frames (held-out molecules, same sampler, own seeds) are labelled once at the start; the EMA weights are
 scored on them every `eval_every` steps against frames seen and teacher cost (frames handed to the teacher,
@@ -31,7 +32,7 @@ from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
 from .frames import (Frames, conformers_of, fixed_split, joined, labelled, rattled,  # noqa: F401 (re-exported)
-                     split_molecules, thermal, thermal_split, write_splits)
+                     nms_split, split_molecules, thermal, thermal_split, write_splits)
 from .loop import EMA, initial_model
 from ..data.normal_modes import NormalModeSampler
 from .online_settings import OnlineSettings
@@ -70,7 +71,8 @@ def unlabelled_batch(pool: list[tuple[int, Any]], sampler: NormalModeSampler | N
     stream = [s.stream] if s.stream else []
     frames = rattled(pool, s.batch_size - s.thermal_count() - s.nms_count(),
                      np.random.default_rng([s.seed, worker, k] + stream))
-    if sampler is not None:  # a key of its own, so that its draws never overlap the rattles'
+    if s.nms_count():  # a key of its own, so that its draws never overlap the rattles'
+        assert sampler is not None, "normal-mode frames need a sampler"
         frames += sampler.frames(s.nms_count(), np.random.default_rng([s.seed, worker, k, 2 * 10**6, s.stream]))
     return frames
 
@@ -206,8 +208,10 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
     test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
     test_md = thermal_split(teacher, molecules["test"], s.eval_frames, s.seed, 3, cutoff)
-    if s.thermal_count():  # validate on what is trained on: the best weights are chosen on both kinds of frames
+    if s.thermal_count():  # validate on what is trained on: the best weights are chosen on every kind of frame
         val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
+    if s.nms_count():
+        val = joined([val, nms_split(teacher, molecules["val"], s.eval_frames, s.seed, 5, cutoff)])
     for name, frames in (("validation", val), ("test", test)):
         if len(frames.energies) == 0:
             raise UserInputError(f"teacher '{teacher_name}' labelled none of the {name} frames (no molecule embedded, "

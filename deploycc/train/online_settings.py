@@ -29,7 +29,7 @@ class OnlineSettings:
     workers: int = 1
     prefetch: int = 8  # batches each worker keeps ready
     conformers: int = 3  # RDKit conformers per training molecule
-    md_fraction: float = 0.0  # share of each batch from teacher-MD walkers at 300-1000 K; the rest rattled
+    md_fraction: float = 0.0  # share of each batch from teacher-MD walkers at 300-1000 K (the rest: rattles)
     md_stride: int = 4  # teacher-MD steps (0.5 fs) between a walker's training frames
     md_walkers: int = 64  # walkers per labelling worker, advanced by one batched teacher call a step
     nms_fraction: float = 0.0  # share of each batch by normal-mode sampling at 300-1000 K (normal_modes.py)
@@ -55,8 +55,9 @@ class OnlineSettings:
                 raise UserInputError(f"{flag} {fraction} gives no {kind} frame in a batch of {self.batch_size}: "
                                      f"give at least {0.5 / self.batch_size:.3g}")
         if self.thermal_count() + self.nms_count() > self.batch_size:
-            raise UserInputError(f"--md-fraction {self.md_fraction} and --nms-fraction {self.nms_fraction} add up "
-                                 "to more than the batch")
+            raise UserInputError(f"--md-fraction {self.md_fraction} and --nms-fraction {self.nms_fraction} give "
+                                 f"{self.thermal_count()} + {self.nms_count()} frames, more than the batch of "
+                                 f"{self.batch_size}")
         from ..targets.settings import checked_device
 
         checked_device(self.device)

@@ -40,9 +40,11 @@ def test_water_vibrates_at_its_force_field_frequencies():
     assert all(3400 < s < 4000 for s in stretches)
 
 
-@pytest.mark.parametrize("smiles, linear", [("O=C=O", True), ("C=O", False), ("CC(=O)Oc1ccccc1C(=O)O", False)])
-def test_there_are_3n_minus_6_modes_or_5_when_linear(smiles, linear):
-    atoms, modes = _modes(smiles)
+@pytest.mark.parametrize("smiles, seed, linear", [("O=C=O", 1, True), ("FC#CF", 1, True), ("FC#CF", 2, True),
+                                                  ("FC#CF", 3, True), ("C#CC#C", 3, True), ("C=O", 1, False),
+                                                  ("CC(=O)Oc1ccccc1C(=O)O", 1, False)])
+def test_there_are_3n_minus_6_modes_or_5_when_linear(smiles, seed, linear):
+    atoms, modes = _modes(smiles, seed)
     assert modes.stiffness.shape == (3 * len(atoms) - (5 if linear else 6),)
 
 
@@ -73,11 +75,16 @@ def test_harmonic_energy_is_half_kt_per_mode():
     assert np.mean(rise) == pytest.approx(expected, rel=0.1)
 
 
-def test_amplitudes_grow_as_the_root_of_temperature():
-    _, modes = _modes("CCO")
-    rng = np.random.default_rng(2)
-    spread = {t: np.std([modes.displaced(t, rng) - modes.origin for _ in range(400)]) for t in (250.0, 1000.0)}
-    assert spread[1000.0] / spread[250.0] == pytest.approx(2.0, rel=0.08)
+def test_hot_frames_keep_every_bond_within_the_stretch_limit():
+    # straight-line torsions of aspirin's methyl stretch its C-H bonds at 1000 K; such draws are redrawn
+    atoms, modes = _modes("CC(=O)Oc1ccccc1C(=O)O")
+    rng = np.random.default_rng(4)
+    frames = [modes.displaced(1000.0, rng) for _ in range(300)]
+    i, j = modes.bonds.T
+    length = np.linalg.norm(modes.origin[i] - modes.origin[j], axis=1)
+    worst = max(np.abs(np.linalg.norm(f[i] - f[j], axis=1) / length - 1.0).max() for f in frames)
+    assert len(modes.bonds) == 21 and worst <= nm.MAX_STRETCH
+    assert sum(np.array_equal(f, modes.origin) for f in frames) == 0  # and they are displaced
 
 
 def test_soft_modes_are_displaced_as_if_at_the_floor():

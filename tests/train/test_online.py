@@ -115,6 +115,8 @@ def test_a_run_with_normal_mode_frames_mixes_them_into_every_batch(tmp_path):
                               seed=1, nms_fraction=0.5)
     result = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "nms.pt", settings)
     assert result.frames_seen == 3 * 4 and result.teacher_frames == result.frames_seen  # one teacher call a frame
+    validation_molecules = len(split_molecules(SMILES, seed=1)["val"])
+    assert result.val.structures == 2 * validation_molecules  # a rattled and a normal-mode frame of each
     assert load_checkpoint(tmp_path / "nms.pt").metadata["online_settings"]["nms_fraction"] == 0.5
 
 
@@ -128,12 +130,26 @@ def test_a_batch_takes_its_normal_mode_frames_after_its_rattles():
     mixed = unlabelled_batch(pool, sampler, OnlineSettings(batch_size=4, seed=2, nms_fraction=0.5), 0, 7)
     assert len(mixed) == 4
     assert all(np.array_equal(a.positions, b.positions) for (_, a), (_, b) in zip(plain[:2], mixed[:2]))
+
     def centre_shift(mol_id, atoms):  # a normal-mode displacement keeps the centre of mass; a rattle moves it
         origin = sampler.modes([m for m, _ in pool].index(mol_id)).origin
         return np.abs((atoms.get_masses()[:, None] * (atoms.positions - origin)).sum(0)).max()
 
     assert all(centre_shift(*frame) < 1e-8 for frame in mixed[2:])
     assert all(centre_shift(*frame) > 1e-4 for frame in plain)
+
+
+def test_held_out_normal_mode_frames_are_labelled_samples_about_one_centre_per_molecule():
+    from deploycc.train.frames import nms_split
+
+    frames = nms_split(get_teacher("emt"), [(0, "CCO"), (1, "CN")], 3, seed=0, stream=5, cutoff=5.0)
+    assert sorted(frames.group.tolist()) == [0, 0, 0, 1, 1, 1] and np.isfinite(frames.energies).all()
+    for mol_id in (0, 1):
+        picked = [(z, r) for z, r, g in zip(frames.numbers, frames.positions, frames.group) if g == mol_id]
+        masses = _atoms(*picked[0]).get_masses()[:, None]
+        centres = [(masses * r).sum(0) / masses.sum() for _, r in picked]
+        assert np.allclose(centres, centres[0], atol=1e-8)
+        assert not np.allclose(picked[0][1], picked[1][1])
 
 
 def test_clusters_train_beside_the_molecules_and_are_counted(tmp_path):
@@ -156,7 +172,7 @@ def test_settings_outside_their_domain_are_refused():
         OnlineSettings(nms_fraction=-0.1).check()
     with pytest.raises(UserInputError, match="--nms-fraction 0.02 gives no normal-mode frame in a batch of 16"):
         OnlineSettings(nms_fraction=0.02).check()
-    with pytest.raises(UserInputError, match="add up to more than the batch"):
+    with pytest.raises(UserInputError, match="give 8 \+ 10 frames, more than the batch of 16"):
         OnlineSettings(md_fraction=0.5, nms_fraction=0.6).check()
     assert OnlineSettings(nms_fraction=0.25, batch_size=16).nms_count() == 4
     with pytest.raises(UserInputError, match="tpu"):
