@@ -17,8 +17,10 @@ import numpy as np
 
 
 def _summary(name: str, frames, reference: dict[int, tuple[float, np.ndarray]], seconds: float) -> str:
-    rise = [(e - reference[g][0]) / len(z) * 1e3 for e, g, z in zip(frames.energies, frames.group, frames.numbers)]
-    moved = [np.abs(r - reference[g][1]).max() for r, g in zip(frames.positions, frames.group)]
+    """A table row; frames of a molecule whose conformer the teacher failed on count for forces only."""
+    known = [k for k, g in enumerate(frames.group) if int(g) in reference]
+    rise = [(frames.energies[k] - reference[frames.group[k]][0]) / len(frames.numbers[k]) * 1e3 for k in known]
+    moved = [np.abs(frames.positions[k] - reference[frames.group[k]][1]).max() for k in known]
     rms = float(np.sqrt(np.mean(np.concatenate(frames.forces) ** 2)))
     calls = frames.attempted / max(len(frames.energies), 1)
     return (f"| {name} | {len(frames.energies)} | {rms:.2f} | {np.median(rise):.0f} | {np.percentile(rise, 90):.0f} "
