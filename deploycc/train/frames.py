@@ -73,7 +73,7 @@ def rattled(pool: Sequence[tuple[int, Any]], count: int, rng: np.random.Generato
     return frames
 
 
-def _labels(teacher: Any, structures: list) -> tuple[list[float], list[np.ndarray]]:
+def labels_or_nan(teacher: Any, structures: list) -> tuple[list[float], list[np.ndarray]]:
     """The teacher's labels of a batch; when the batch fails (one bad frame, an element it does not know),
     frame by frame, a failed frame getting NaN labels (dropped by the caller, never trained on)."""
     try:
@@ -97,7 +97,7 @@ def _labels(teacher: Any, structures: list) -> tuple[list[float], list[np.ndarra
 def labelled(teacher: Any, frames: list[tuple[int, Any]], cutoff: float, max_force: float = MAX_FORCE) -> Frames:
     """The frames the teacher labels sensibly (finite, forces below `max_force`), with neighbour lists."""
     started = time.perf_counter()
-    energies, forces = _labels(teacher, [atoms for _, atoms in frames])
+    energies, forces = labels_or_nan(teacher, [atoms for _, atoms in frames])
     seconds = time.perf_counter() - started
     keep = [(frames[k][0], frames[k][1], float(energies[k]), np.asarray(forces[k], dtype=np.float64))
             for k in range(len(frames)) if np.isfinite(energies[k]) and np.isfinite(forces[k]).all()
@@ -132,7 +132,7 @@ def thermal(walkers: Walkers, teacher: Any, count: int, cutoff: float) -> Frames
     def label(structures: list) -> tuple[list[float], list[np.ndarray]]:
         started = time.perf_counter()
         try:
-            return _labels(teacher, structures)
+            return labels_or_nan(teacher, structures)
         finally:
             seconds[0] += time.perf_counter() - started
 

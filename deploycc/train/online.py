@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import queue as queue_module
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +34,7 @@ from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
 from .frames import (Frames, conformers_of, fixed_split, joined, labelled, rattled,  # noqa: F401 (re-exported)
                      nms_split, split_molecules, thermal, thermal_split, write_splits)
+from .label_pool import PooledTeacher
 from .loop import EMA, initial_model
 from ..data.normal_modes import NormalModeSampler
 from .online_settings import OnlineSettings
@@ -190,6 +192,27 @@ def _lr(step: int, s: OnlineSettings, progress: float) -> float:
     return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def held_out_teacher(teacher: Any, workers: int) -> Any:
+    """What labels the held-out frames: the teacher itself, or, for one that labels a frame at a time, the
+    teacher in as many processes as the run will have labelling workers (they start after)."""
+    if teacher.label_batch is None and workers > 1:
+        return PooledTeacher(teacher.name, workers)
+    return nullcontext(teacher)
+
+
+def held_out(teacher: Any, molecules: dict[str, list[tuple[int, str]]], s: OnlineSettings, cutoff: float
+             ) -> tuple[Frames, Frames, Frames]:
+    """Validation, test and test-MD frames of the held-out molecules, each kind on its own seed stream."""
+    val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
+    test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
+    test_md = thermal_split(teacher, molecules["test"], s.eval_frames, s.seed, 3, cutoff)
+    if s.thermal_count():  # validate on what is trained on: the best weights are chosen on every kind of frame
+        val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
+    if s.nms_count():
+        val = joined([val, nms_split(teacher, molecules["val"], s.eval_frames, s.seed, 5, cutoff)])
+    return val, test, test_md
+
+
 def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: ModelConfig, out: Path,
                   settings: OnlineSettings, on_eval: Callable[[dict[str, float]], None] | None = None,
                   splits_out: Path | None = None) -> OnlineResult:
@@ -205,13 +228,8 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
     start = _warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
     cutoff = config.cutoff
-    val = fixed_split(teacher, molecules["val"], s.eval_frames, s.seed, 1, cutoff)
-    test = fixed_split(teacher, molecules["test"], s.eval_frames, s.seed, 2, cutoff)
-    test_md = thermal_split(teacher, molecules["test"], s.eval_frames, s.seed, 3, cutoff)
-    if s.thermal_count():  # validate on what is trained on: the best weights are chosen on every kind of frame
-        val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
-    if s.nms_count():
-        val = joined([val, nms_split(teacher, molecules["val"], s.eval_frames, s.seed, 5, cutoff)])
+    with held_out_teacher(teacher, s.workers) as labeller:
+        val, test, test_md = held_out(labeller, molecules, s, cutoff)
     for name, frames in (("validation", val), ("test", test)):
         if len(frames.energies) == 0:
             raise UserInputError(f"teacher '{teacher_name}' labelled none of the {name} frames (no molecule embedded, "

@@ -172,7 +172,7 @@ def test_settings_outside_their_domain_are_refused():
         OnlineSettings(nms_fraction=-0.1).check()
     with pytest.raises(UserInputError, match="--nms-fraction 0.02 gives no normal-mode frame in a batch of 16"):
         OnlineSettings(nms_fraction=0.02).check()
-    with pytest.raises(UserInputError, match="give 8 \+ 10 frames, more than the batch of 16"):
+    with pytest.raises(UserInputError, match=r"give 8 \+ 10 frames, more than the batch of 16"):
         OnlineSettings(md_fraction=0.5, nms_fraction=0.6).check()
     assert OnlineSettings(nms_fraction=0.25, batch_size=16).nms_count() == 4
     with pytest.raises(UserInputError, match="tpu"):
