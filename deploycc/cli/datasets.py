@@ -125,6 +125,43 @@ def data_metals(
     print_label_report(report, out, data)
 
 
+@data_app.command("boxes")
+def data_boxes(
+    out: Path = typer.Option(..., help="HDF5 file to write"),
+    teacher: str = typer.Option("xtb", help="a teacher of periodic cells: xtb, sevennet, chgnet, emt (a toy), or "
+                                            "module:factory"),
+    waters: int = typer.Option(32, help="waters per box (1 g/cm³; 32 make a 9.9 Å cube)"),
+    solutes: bool = typer.Option(True, help="also one box per solute of the shipped clusters"),
+    rattles: int = typer.Option(2, help="rattled frames per box"),
+    max_boxes: int = typer.Option(0, help="use only the first N boxes (0 = all)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Periodic boxes of water, pure and with a solute, packed at 1 g/cm³ and rattled; labelled by a teacher of
+    periodic cells; split by box; write HDF5."""
+    from ..data.boxes import box_list, generate_boxes
+    from ..data.schema import write_h5
+    from ..data.teachers import get_teacher
+    from ..paths import check_output_file
+
+    for flag, count in (("--waters", waters), ("--rattles", rattles)):
+        if count < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {count}")
+    if max_boxes < 0:
+        raise UserInputError(f"--max-boxes must be at least 0, got {max_boxes}")
+    check_output_file(out, "--out")
+    chosen = get_teacher(teacher)
+    if not chosen.periodic:
+        raise UserInputError(f"teacher '{chosen.name}' does not label periodic cells: give xtb, sevennet or chgnet")
+    chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
+    pairs = box_list(waters) if solutes else box_list(waters)[:1]
+    pairs = pairs[:max_boxes] if max_boxes else pairs
+    with progress() as bar:
+        task = bar.add_task(f"labelling with {chosen.name}", total=len(pairs))
+        data, report = generate_boxes(chosen, pairs, rattles, seed, on_box=lambda name: bar.advance(task))
+    write_h5(data, out)
+    print_label_report(report, out, data)
+
+
 @data_app.command("import")
 def data_import(
     source: Path = typer.Argument(..., help="any ASE-readable labelled file (extxyz, ASE database, ...)"),

@@ -27,7 +27,7 @@ def is_cluster(smiles: str) -> bool:
     return "." in smiles
 
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A uniformly random rotation matrix (QR of a Gaussian matrix, signs fixed)."""
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
@@ -58,7 +58,7 @@ def pack(fragments: list, seed: int):
                 radius *= 1.05
             direction = rng.normal(size=3)
             centre = direction / np.linalg.norm(direction) * radius * rng.uniform() ** (1.0 / 3.0)
-            trial = local @ _rotation(rng).T + centre
+            trial = local @ random_rotation(rng).T + centre
             if _fits(np.concatenate(positions), np.concatenate(heavy), trial, fragment.numbers > 1):
                 positions.append(trial)
                 heavy.append(fragment.numbers > 1)

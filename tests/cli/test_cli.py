@@ -47,6 +47,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         (["data", "generate", "--out", "x.h5", "--cluster", "local:0"], 65, ["local workers"]),
         (["data", "generate", "--out", "x.h5", "--normal-modes", "-2"], 65, ["--normal-modes", "at least 0"]),
         (["distil", "--out", "x.pt", "--nms-fraction", "0.01"], 65, ["--nms-fraction", "normal-mode"]),
+        (["data", "boxes", "--out", "x.h5", "--teacher", "ani1x"], 65, ["ani1x", "periodic"]),
+        (["data", "boxes", "--out", "x.h5", "--waters", "0"], 65, ["--waters", "at least 1"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):
