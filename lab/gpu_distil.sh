@@ -5,12 +5,15 @@
 # `pip download --no-deps -d .whl ase rdkit torchani==2.2.4 'setuptools<70'`), which gpu_env.sh unpacks.
 # torchani's setuptools goes on the ANI server's path only (DEPLOYCC_ANI_PYTHON wrapper below).
 # Usage: OUT=/tmp/out TRAIN_MINUTES=8 MODEL=tiny WORKERS=6 BATCH=64 bash lab/gpu_distil.sh
+# GFN2-xTB instead (carry the tblite and ase wheels; ~25 ms a frame per CPU core, so use every core but two):
+#   TEACHER=xtb WORKERS=14 MD_FRACTION=0 NMS_FRACTION=0.5 INIT=deploycc/presets/tiny.pt STREAM=2 bash lab/gpu_distil.sh
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-distil}
 TRAIN_MINUTES=${TRAIN_MINUTES:-8}
 MODEL=${MODEL:-tiny}
 WORKERS=${WORKERS:-6}
 BATCH=${BATCH:-64}
+TEACHER=${TEACHER:-ani1x}
 mkdir -p "$OUT"
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
@@ -27,7 +30,9 @@ chmod +x "$OUT/ani-python"
 export DEPLOYCC_ANI_PYTHON="$OUT/ani-python" OMP_NUM_THREADS=1
 # MD_FRACTION / NMS_FRACTION: shares of teacher-MD and normal-mode frames per batch (the rest rattled);
 # COMPILE=1 adds --compile (inductor needs triton on CUDA)
-python3 -m deploycc distil --teacher ani1x --model "$MODEL" --out "$OUT/$MODEL-ani1x.pt" --device cuda \
+# INIT / STREAM: a warm restart from a checkpoint of the same architecture, on a new seed stream of frames
+python3 -m deploycc distil --teacher "$TEACHER" --model "$MODEL" --out "$OUT/$MODEL-$TEACHER.pt" --device cuda \
+  $([ -n "${INIT:-}" ] && echo --init "$INIT" --stream "${STREAM:-1}") --clusters \
   --md-fraction "${MD_FRACTION:-0.5}" --nms-fraction "${NMS_FRACTION:-0}" $([ "${COMPILE:-0}" = 1 ] && echo --compile) \
   --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \
-  --splits-out "$OUT/held-out.h5" 2>&1 | tee "$OUT/distil-$MODEL.log" | tail -n 20
+  --splits-out "$OUT/held-out.h5" 2>&1 | tee "$OUT/distil-$MODEL-$TEACHER.log" | tail -n 20
