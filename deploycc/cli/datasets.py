@@ -1,4 +1,5 @@
-"""Verbs that make data and students: `models`, `data generate`, `data metals`, `data import`, `train`."""
+"""Verbs that make data and students: `models`, `data generate`, `data metals`, `data boxes`, `data import`, `train`,
+`distil`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def data_generate(
     smiles: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped drug-like list)"),
     rattles: int = typer.Option(16, help="rattled frames per molecule"),
     md_frames: int = typer.Option(6, help="teacher-MD frames per molecule (300-800 K)"),
-    normal_modes: int = typer.Option(0, help="normal-mode-sampled frames per molecule (300-1000 K, MMFF94 modes)"),
+    normal_modes: int = typer.Option(0, help="normal-mode-sampled frames per molecule (300-1000 K; MMFF94 modes, "
+                                             "UFF without MMFF parameters; rattled when neither applies)"),
     max_molecules: int = typer.Option(0, help="use only the first N molecules (0 = all)"),
     seed: int = typer.Option(0),
     cluster: Optional[str] = typer.Option(None, help="label on Dask workers: local:N, or tcp://HOST:PORT of a "
@@ -146,8 +148,9 @@ def data_boxes(
     for flag, count in (("--waters", waters), ("--rattles", rattles)):
         if count < 1:
             raise UserInputError(f"{flag} must be at least 1, got {count}")
-    if max_boxes < 0:
-        raise UserInputError(f"--max-boxes must be at least 0, got {max_boxes}")
+    for flag, count in (("--max-boxes", max_boxes), ("--seed", seed)):
+        if count < 0:
+            raise UserInputError(f"{flag} must be at least 0, got {count}")
     check_output_file(out, "--out")
     chosen = get_teacher(teacher)
     if not chosen.periodic:
@@ -255,10 +258,11 @@ def distil_cmd(
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
-                                                "Langevin walkers); what --nms-fraction leaves are rattled conformers"),
+                                                "Langevin walkers); the rest of the batch after --md-fraction and "
+                                                "--nms-fraction is rattled conformers"),
     md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
     nms_fraction: float = typer.Option(0.0, help="share of each batch by normal-mode sampling at 300-1000 K "
-                                                 "(MMFF94 modes, one teacher call a frame)"),
+                                                 "(force-field modes, one teacher call a frame; clusters rattled)"),
     clusters: bool = typer.Option(False, help="also sample the shipped molecular clusters (water clusters, "
                                               "solutes in water; split among themselves)"),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),

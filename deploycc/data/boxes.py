@@ -49,12 +49,16 @@ def _placed(fragments: list, edge: float, rng: np.random.Generator) -> np.ndarra
 
 def pack_box(fragments: list, seed: int):
     """A periodic cubic ase.Atoms of the fragments (ase.Atoms each; the first, the solute, at the centre) at
-    `DENSITY`; None when they do not fit even after the cube has grown `MAX_GROWTHS` times."""
+    `DENSITY` (less when the largest fragment's span and a contact distance exceed that cube's edge); None when they
+    do not fit even after the cube has grown `MAX_GROWTHS` times."""
     from ase import Atoms
 
     rng = np.random.default_rng(seed)
     mass = sum(float(f.get_masses().sum()) for f in fragments)
     edge = (mass / (DENSITY * AMU_PER_A3)) ** (1.0 / 3.0)
+    # a fragment must not touch its own periodic image: a few waters around a solute make a cube too small
+    span = max(float(np.ptp(f.positions, axis=0).max()) for f in fragments)
+    edge = max(edge, span + MIN_HEAVY_CONTACT)
     for _ in range(MAX_GROWTHS):
         positions = _placed(fragments, edge, rng)
         if positions is not None:
@@ -101,7 +105,8 @@ def _labelled(frame, teacher: Any) -> tuple[float, np.ndarray] | str:
 
 def generate_boxes(teacher: Any, pairs: list[tuple[str, str]], rattles: int, seed: int,
                    on_box: Callable[[str], None] = lambda name: None) -> tuple[Any, Any]:
-    """`rattles` rattled frames of each box, labelled by `teacher`; split train/val/test by box."""
+    """`rattles` rattled frames of each box, labelled by `teacher`; split train/val/test by box (all test when
+    fewer than three boxes are labelled)."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ..errors import UserInputError
@@ -114,6 +119,7 @@ def generate_boxes(teacher: Any, pairs: list[tuple[str, str]], rattles: int, see
         box = embed_box(smiles, seed + 1009 * group)
         if box is None:
             report.skip("RDKit embedding or packing failed")
+            on_box(name)
             continue
         rng = np.random.default_rng([seed, group])
         report.molecules += 1
@@ -132,7 +138,9 @@ def generate_boxes(teacher: Any, pairs: list[tuple[str, str]], rattles: int, see
     if not frames:
         raise UserInputError(f"teacher '{teacher.name}' labelled no box frame; nothing to write")
     data = from_atoms(frames, group=np.asarray(groups, dtype=np.int64), require_labels=True)
-    data.splits = split_by_group(data.group, (0.8, 0.1, 0.1), seed)
+    # fewer than three boxes cannot be split three ways: all are test frames (a held-out condensed-phase set)
+    data.splits = (split_by_group(data.group, (0.8, 0.1, 0.1), seed) if len(set(groups)) >= 3
+                   else {"test": np.arange(len(frames))})
     data.attrs.update({"teacher": teacher.name, "generator": "deploycc data boxes", "kind": "periodic water boxes"})
     report.structures, report.atoms = len(frames), int(sum(len(f) for f in frames))
     report.seconds = time.perf_counter() - started

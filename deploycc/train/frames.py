@@ -17,6 +17,7 @@ from ..data.schema import Structures, split_by_group
 from ..errors import MissingDependencyError
 from ..runtime.neighbours import HalfList, Structure, half_list
 from .batches import Prepared
+from .label_pool import LabelPoolError
 from .walkers import Walkers
 
 RATTLE = RATTLE_WIDTHS  # Å, as `deploycc data generate`: the rattle width, drawn per frame
@@ -78,7 +79,7 @@ def labels_or_nan(teacher: Any, structures: list) -> tuple[list[float], list[np.
     frame by frame, a failed frame getting NaN labels (dropped by the caller, never trained on)."""
     try:
         return teacher.label(structures)
-    except MissingDependencyError:
+    except (MissingDependencyError, LabelPoolError):
         raise
     except Exception:  # noqa: BLE001 - which frame failed is found below
         energies, forces = [], []

@@ -53,7 +53,7 @@ class OnlineSettings:
                 raise UserInputError(f"{flag} must be between 0 and 1, got {fraction}")
             if fraction > 0 and count == 0:
                 raise UserInputError(f"{flag} {fraction} gives no {kind} frame in a batch of {self.batch_size}: "
-                                     f"give at least {0.5 / self.batch_size:.3g}")
+                                     f"give at least {math.ceil(0.5 / self.batch_size * 1e4) / 1e4:g}")
         if self.thermal_count() + self.nms_count() > self.batch_size:
             raise UserInputError(f"--md-fraction {self.md_fraction} and --nms-fraction {self.nms_fraction} give "
                                  f"{self.thermal_count()} + {self.nms_count()} frames, more than the batch of "

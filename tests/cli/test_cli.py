@@ -49,6 +49,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         (["distil", "--out", "x.pt", "--nms-fraction", "0.01"], 65, ["--nms-fraction", "normal-mode"]),
         (["data", "boxes", "--out", "x.h5", "--teacher", "ani1x"], 65, ["ani1x", "periodic"]),
         (["data", "boxes", "--out", "x.h5", "--waters", "0"], 65, ["--waters", "at least 1"]),
+        (["data", "boxes", "--out", "x.h5", "--seed", "-1"], 65, ["--seed", "at least 0"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):

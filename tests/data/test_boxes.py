@@ -50,3 +50,18 @@ def test_box_frames_are_labelled_periodic_and_split_by_box():
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
     first, second = data.positions[0], data.positions[1]
     assert not np.allclose(first, second)  # two rattles of one box
+
+
+@pytest.mark.parametrize("smiles", ["c1ccc(O)cc1.O", "c1ccccc1.O.O.O.O", "O"])
+def test_no_fragment_touches_its_own_periodic_image(smiles):
+    box = embed_box(smiles, seed=2)
+    edge = box.cell[0, 0]
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)])
+    images = box.positions[None, :, :] + edge * shifts[:, None, :]
+    closest = np.linalg.norm(box.positions[None, :, None, :] - images[:, None, :, :], axis=-1).min()
+    assert closest >= MIN_CONTACT
+
+
+def test_fewer_than_three_boxes_are_all_test_frames():
+    data, _ = generate_boxes(get_teacher("emt"), box_list(6)[:2], rattles=2, seed=0)
+    assert set(data.splits) == {"test"} and len(data.splits["test"]) == len(data) == 4

@@ -8,7 +8,7 @@ import pytest
 from deploycc.data.teachers import get_teacher
 from deploycc.model import preset_config
 from deploycc.train.frames import conformers_of, labels_or_nan, rattled
-from deploycc.train.label_pool import PooledTeacher
+from deploycc.train.label_pool import LabelPoolError, PooledTeacher
 from deploycc.train.online import OnlineSettings, held_out, held_out_teacher, split_molecules
 
 pytest.importorskip("rdkit")
@@ -50,3 +50,13 @@ def test_one_worker_or_a_batched_teacher_labels_the_held_out_frames_in_this_proc
         teacher = get_teacher(name)
         with held_out_teacher(teacher, workers) as labeller:
             assert labeller is teacher
+
+
+@pytest.mark.parametrize("teacher, message", [("dying_teacher:make", "died"),
+                                              ("no_such_module_xyz:make", "no_such_module_xyz")])
+def test_a_pool_process_that_dies_or_cannot_load_its_teacher_is_one_error_not_a_hang(teacher, message):
+    pool = conformers_of([(0, "CO")], 1, seed=0)
+    structures = [atoms for _, atoms in rattled(pool, 2, np.random.default_rng(0))]
+    with PooledTeacher(teacher, 2) as pooled:
+        with pytest.raises(LabelPoolError, match=message):
+            labels_or_nan(pooled, structures)  # not swallowed as frames the teacher failed on

@@ -175,6 +175,11 @@ def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match=r"give 8 \+ 10 frames, more than the batch of 16"):
         OnlineSettings(md_fraction=0.5, nms_fraction=0.6).check()
     assert OnlineSettings(nms_fraction=0.25, batch_size=16).nms_count() == 4
+    for batch in (16, 24, 7):  # the least fraction the message suggests gives a frame
+        with pytest.raises(UserInputError, match="give at least") as refused:
+            OnlineSettings(nms_fraction=0.001, batch_size=batch).check()
+        least = float(str(refused.value).rsplit(" ", 1)[-1])
+        assert OnlineSettings(nms_fraction=least, batch_size=batch).nms_count() == 1
     with pytest.raises(UserInputError, match="tpu"):
         OnlineSettings(device="tpu").check()
     with pytest.raises(UserInputError, match="--max-minutes must be a non-negative number, got -1"):
