@@ -65,3 +65,19 @@ def test_no_fragment_touches_its_own_periodic_image(smiles):
 def test_fewer_than_three_boxes_are_all_test_frames():
     data, _ = generate_boxes(get_teacher("emt"), box_list(6)[:2], rattles=2, seed=0)
     assert set(data.splits) == {"test"} and len(data.splits["test"]) == len(data) == 4
+
+
+def test_data_boxes_writes_a_periodic_dataset_the_schema_reads(tmp_path):
+    import subprocess
+    import sys
+
+    from deploycc.data.schema import read_h5
+
+    out = tmp_path / "boxes.h5"
+    done = subprocess.run([sys.executable, "-m", "deploycc", "data", "boxes", "--out", str(out), "--teacher", "emt",
+                           "--waters", "6", "--max-boxes", "3", "--rattles", "2"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = read_h5(out)
+    assert len(data) == 6 and data.pbc.all() and data.attrs["generator"] == "deploycc data boxes"
+    assert sorted(len(idx) for idx in data.splits.values()) == [2, 2, 2]  # one box per split
