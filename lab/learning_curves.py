@@ -71,9 +71,11 @@ def main() -> None:
     axes[0].set_ylabel("validation force RMSE (eV/Å)")
     axes[1].set_ylabel("validation force RMSE (eV/Å)")
     axes[2].set_ylabel("validation energy MAE (meV/atom)")
+    from matplotlib.ticker import NullFormatter
+
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis overlap
         ax.legend()
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
