@@ -21,7 +21,9 @@ import torch
 
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows of x [N, C] at index [A, M] -> [A, M, C]: one Gather over the flattened index."""
-    return torch.index_select(x, 0, index.reshape(-1)).reshape(index.shape[0], index.shape[1], x.shape[1])
+    # the Tensor method, not torch.index_select: torch_geometric (a SevenNet dependency) replaces that function
+    # with a Python one TorchScript cannot compile, in any process that has imported it
+    return x.index_select(0, index.reshape(-1)).reshape(index.shape[0], index.shape[1], x.shape[1])
 
 
 def reverse_sum(per_slot: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:

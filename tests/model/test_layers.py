@@ -124,3 +124,19 @@ def test_contraction_is_the_filtered_neighbour_sum() -> None:
         for m in range(inputs.slots):
             expected[i] += (basis[i, m] @ weight) * x[inputs.neighbours[i, m]]
     torch.testing.assert_close(out[:, 0], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_model_scripts_when_torch_index_select_is_replaced(monkeypatch):
+    # torch_geometric (a SevenNet dependency) replaces torch.index_select and torch.select with Python functions
+    # TorchScript cannot compile; a process that loaded the SevenNet teacher must still build TorchScript
+    import torch
+
+    from deploycc.model import PRESET_CONFIGS, StudentModel
+
+    def replaced(input, dim, index, *, out=None):  # untyped, as torch_geometric's: not scriptable
+        return input.index_select(dim if isinstance(dim, int) else 0, index)
+
+    monkeypatch.setattr(torch, "index_select", replaced)
+    monkeypatch.setattr(torch, "select", replaced)
+    scripted = torch.jit.script(StudentModel(PRESET_CONFIGS["ultra-tiny"]).eval())
+    assert scripted is not None
