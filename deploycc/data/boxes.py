@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .clusters import AMU_PER_A3, DENSITY, MIN_CONTACT, MIN_HEAVY_CONTACT, SOLUTES, random_rotation
+from .clusters import AMU_PER_A3, DENSITY, MIN_CONTACT, MIN_HEAVY_CONTACT, SOLUTES, embed_fragments, random_rotation
 
 TRIES = 5000  # placements tried per fragment (a few ms each try-batch) before the cube grows
 GROWTH = 1.01  # the cube's edge grows by this when a fragment finds no place in TRIES tries
@@ -70,15 +70,8 @@ def pack_box(fragments: list, seed: int):
 
 def embed_box(smiles: str, seed: int):
     """A periodic box of a dotted SMILES' fragments, as ase.Atoms; None if RDKit or the packing fails."""
-    from .generate import embed
-
-    fragments = []
-    for k, part in enumerate(smiles.split(".")):
-        atoms = embed(part, seed + 7 * k)
-        if atoms is None:
-            return None
-        fragments.append(atoms)
-    return pack_box(fragments, seed)
+    fragments = embed_fragments(smiles, seed)
+    return None if fragments is None else pack_box(fragments, seed)
 
 
 def box_list(waters: int = 32) -> list[tuple[str, str]]:

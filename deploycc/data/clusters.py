@@ -69,8 +69,8 @@ def pack(fragments: list, seed: int):
     return Atoms(numbers=numbers, positions=np.concatenate(positions))
 
 
-def embed_cluster(smiles: str, seed: int):
-    """A cluster of the dotted SMILES' fragments (each embedded alone), as ase.Atoms; None if RDKit fails."""
+def embed_fragments(smiles: str, seed: int) -> list | None:
+    """Each fragment of a dotted SMILES embedded alone (ase.Atoms each); None if RDKit fails on one."""
     from .generate import embed
 
     fragments = []
@@ -79,7 +79,13 @@ def embed_cluster(smiles: str, seed: int):
         if atoms is None:
             return None
         fragments.append(atoms)
-    return pack(fragments, seed)
+    return fragments
+
+
+def embed_cluster(smiles: str, seed: int):
+    """A cluster of the dotted SMILES' fragments (each embedded alone), as ase.Atoms; None if RDKit fails."""
+    fragments = embed_fragments(smiles, seed)
+    return None if fragments is None else pack(fragments, seed)
 
 
 def read_clusters(path: Path = CLUSTERS_FILE) -> list[tuple[str, str]]:
