@@ -29,10 +29,11 @@ WRAP
 chmod +x "$OUT/ani-python"
 export DEPLOYCC_ANI_PYTHON="$OUT/ani-python" OMP_NUM_THREADS=1
 # MD_FRACTION / NMS_FRACTION: shares of teacher-MD and normal-mode frames per batch (the rest rattled);
-# COMPILE=1 adds --compile (inductor needs triton on CUDA)
+# COMPILE=1 adds --compile (inductor needs triton on CUDA); BOX_EVERY=N adds a periodic water box every N batches
+# of a worker (xtb only: ANI-1x labels molecules only)
 # INIT / STREAM: a warm restart from a checkpoint of the same architecture, on a new seed stream of frames
 python3 -m deploycc distil --teacher "$TEACHER" --model "$MODEL" --out "$OUT/$MODEL-$TEACHER.pt" --device cuda \
   $([ -n "${INIT:-}" ] && echo --init "$INIT" --stream "${STREAM:-1}") --clusters \
   --md-fraction "${MD_FRACTION:-0.5}" --nms-fraction "${NMS_FRACTION:-0}" $([ "${COMPILE:-0}" = 1 ] && echo --compile) \
-  --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \
+  --box-every "${BOX_EVERY:-0}" --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \
   --splits-out "$OUT/held-out.h5" 2>&1 | tee "$OUT/distil-$MODEL-$TEACHER.log" | tail -n 20

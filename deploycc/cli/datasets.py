@@ -258,25 +258,26 @@ def distil_cmd(
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
-                                                "Langevin walkers); the rest of the batch after --md-fraction and "
-                                                "--nms-fraction is rattled conformers"),
+                                                "Langevin walkers); the rest of the batch is rattled conformers"),
     md_stride: int = typer.Option(4, help="teacher-MD steps (0.5 fs) between a walker's training frames"),
     nms_fraction: float = typer.Option(0.0, help="share of each batch by normal-mode sampling at 300-1000 K "
                                                  "(force-field modes, one teacher call a frame; clusters rattled)"),
     clusters: bool = typer.Option(False, help="also sample the shipped molecular clusters (water clusters, "
                                               "solutes in water; split among themselves)"),
+    box_every: int = typer.Option(0, help="every Nth batch of a worker, a periodic box of a training cluster (8+ "
+                                          "molecules) replaces a rattle; needs --clusters (0 = none)"),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Online distillation: workers label fresh frames while the student trains (none seen twice)."""
     from ..data.teachers import get_teacher
     from ..model import preset_config
     from ..paths import check_output_file
-    from ..train.online import OnlineSettings, distil_online, molecule_file
+    from ..train.online import OnlineSettings, check_boxes, distil_online, molecule_file
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
                               eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
                               init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
-                              nms_fraction=nms_fraction, compile=compile)
+                              nms_fraction=nms_fraction, box_every=box_every, compile=compile)
     settings.check()
     config = preset_config(model)
     inputs = tuple(Path(p) for p in (molecules, init) if p)
@@ -287,6 +288,7 @@ def distil_cmd(
             raise UserInputError(f"--splits-out {splits_out} is also --out: give two files")
     chosen = get_teacher(teacher)
     pairs = _distil_molecules(molecules or molecule_file(), clusters, chosen)
+    check_boxes(chosen, list(enumerate(smi for smi, _ in pairs)), box_every)  # before the teacher starts
     chosen.make_calculator()  # a missing teacher is one line before any worker starts
 
     def report(record: dict) -> None:

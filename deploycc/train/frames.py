@@ -14,7 +14,7 @@ import numpy as np
 from ..data.clusters import is_cluster
 from ..data.generate import MAX_FORCE, RATTLE_WIDTHS
 from ..data.schema import Structures, split_by_group
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, UserInputError
 from ..runtime.neighbours import HalfList, Structure, half_list
 from .batches import Prepared
 from .label_pool import LabelPoolError
@@ -22,6 +22,7 @@ from .walkers import Walkers
 
 RATTLE = RATTLE_WIDTHS  # Å, as `deploycc data generate`: the rattle width, drawn per frame
 HELD_OUT_STRIDE = 20  # teacher-MD steps (10 fs) between the held-out frames of one molecule
+MIN_BOX_FRAGMENTS = 8  # clusters of at least this many fragments are also packed as periodic boxes (--box-every)
 
 
 @dataclass
@@ -36,18 +37,30 @@ class Frames:
     group: np.ndarray
     teacher_seconds: float = 0.0
     attempted: int = 0  # frames handed to the teacher (those it failed on are dropped)
+    cells: np.ndarray | None = None  # [S, 3, 3] and [S, 3] when a frame is periodic (a box); None: all molecules
+    pbc: np.ndarray | None = None
+
+    def cells_and_pbc(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cells [S, 3, 3] and periodic axes [S, 3] of the frames (zeros and False for molecules)."""
+        if self.cells is not None and self.pbc is not None:
+            return self.cells, self.pbc
+        return np.zeros((len(self.numbers), 3, 3)), np.zeros((len(self.numbers), 3), bool)
+
+    def periodic_count(self) -> int:
+        """Frames with a periodic axis."""
+        return int(self.cells_and_pbc()[1].any(axis=1).sum())
 
     def prepared(self) -> Prepared:
+        cells, pbc = self.cells_and_pbc()
         data = Structures(numbers=self.numbers, positions=self.positions, energies=self.energies,
-                          forces=self.forces, group=self.group)
-        structures = [Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool))
-                      for z, r in zip(self.numbers, self.positions)]
+                          forces=self.forces, cells=cells, pbc=pbc, group=self.group)
+        structures = [Structure.of(z, r, c, p) for z, r, c, p in zip(self.numbers, self.positions, cells, pbc)]
         return Prepared(data, structures, self.halves)
 
     def structures(self) -> Structures:
+        cells, pbc = self.cells_and_pbc()
         return Structures(numbers=self.numbers, positions=self.positions, energies=self.energies, forces=self.forces,
-                          cells=np.zeros((len(self.numbers), 3, 3)), pbc=np.zeros((len(self.numbers), 3), bool),
-                          group=self.group)
+                          cells=cells, pbc=pbc, group=self.group)
 
 
 def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
@@ -60,6 +73,21 @@ def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> l
             atoms = embed(smi, seed + 1000 * k + mol_id)
             if atoms is not None:
                 out.append((mol_id, atoms))
+    return out
+
+
+def box_pool(molecules: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
+    """(cluster id, periodic ase.Atoms): `count` packings into a periodic cube at 1 g/cm³ (data/boxes.py) of
+    each cluster of at least `MIN_BOX_FRAGMENTS` fragments: the condensed phase without a surface."""
+    from ..data.boxes import embed_box
+
+    out = []
+    for mol_id, smi in molecules:
+        if is_cluster(smi) and smi.count(".") + 1 >= MIN_BOX_FRAGMENTS:
+            for k in range(count):
+                box = embed_box(smi, seed + 1000 * k + mol_id)
+                if box is not None:
+                    out.append((mol_id, box))
     return out
 
 
@@ -111,19 +139,26 @@ def of_labels(frames: Sequence[tuple[int, Any, float, np.ndarray]], cutoff: floa
     """Frames from (molecule id, ase.Atoms, energy, forces) that are already labelled, with neighbour lists."""
     numbers = [atoms.numbers.astype(np.int64) for _, atoms, _, _ in frames]
     positions = [atoms.positions.astype(np.float64) for _, atoms, _, _ in frames]
-    halves = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), cutoff)
-              for z, r in zip(numbers, positions)]
+    pbc = np.asarray([atoms.pbc for _, atoms, _, _ in frames], dtype=bool).reshape(len(frames), 3)
+    cells = np.asarray([np.asarray(atoms.cell.array, dtype=np.float64) * atoms.pbc[:, None]
+                        for _, atoms, _, _ in frames]).reshape(len(frames), 3, 3)
+    halves = [half_list(Structure.of(z, r, c, p), cutoff) for z, r, c, p in zip(numbers, positions, cells, pbc)]
+    periodic = bool(pbc.any())
     return Frames(numbers, positions, np.asarray([e for _, _, e, _ in frames], dtype=np.float64),
                   [np.asarray(f, dtype=np.float64) for _, _, _, f in frames], halves,
-                  np.asarray([m for m, _, _, _ in frames], dtype=np.int64), seconds, attempted)
+                  np.asarray([m for m, _, _, _ in frames], dtype=np.int64), seconds, attempted,
+                  cells if periodic else None, pbc if periodic else None)
 
 
 def joined(parts: Sequence[Frames]) -> Frames:
     """One batch of several sets of frames."""
+    periodic = any(p.cells is not None for p in parts)
     return Frames(sum((p.numbers for p in parts), []), sum((p.positions for p in parts), []),
                   np.concatenate([p.energies for p in parts]), sum((p.forces for p in parts), []),
                   sum((p.halves for p in parts), []), np.concatenate([p.group for p in parts]),
-                  sum(p.teacher_seconds for p in parts), sum(p.attempted for p in parts))
+                  sum(p.teacher_seconds for p in parts), sum(p.attempted for p in parts),
+                  np.concatenate([p.cells_and_pbc()[0] for p in parts]) if periodic else None,
+                  np.concatenate([p.cells_and_pbc()[1] for p in parts]) if periodic else None)
 
 
 def thermal(walkers: Walkers, teacher: Any, count: int, cutoff: float) -> Frames:
@@ -191,6 +226,25 @@ def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molec
     return labelled(teacher, frames, cutoff)
 
 
+def box_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_box: int, seed: int, stream: int,
+              cutoff: float) -> Frames:
+    """Held-out rattled frames of the held-out clusters packed as periodic boxes (`box_pool`)."""
+    pool = box_pool(molecules, 1, seed + 7919 * stream)
+    rng = np.random.default_rng([seed, 4 * 10**6 + stream])
+    return labelled(teacher, [f for item in pool for f in rattled([item], frames_per_box, rng)], cutoff)
+
+
+def check_boxes(teacher: Any, train: Sequence[tuple[int, str]], box_every: int) -> None:
+    """--box-every needs a teacher of periodic cells and training clusters large enough to pack as boxes."""
+    if not box_every:
+        return
+    if not teacher.periodic:
+        raise UserInputError(f"--box-every: teacher '{teacher.name}' labels molecules only, not periodic boxes")
+    if not any(is_cluster(smi) and smi.count(".") + 1 >= MIN_BOX_FRAGMENTS for _, smi in train):
+        raise UserInputError(f"--box-every packs training clusters of at least {MIN_BOX_FRAGMENTS} molecules as "
+                             "periodic boxes, and there are none: add --clusters")
+
+
 def write_splits(val: Frames, test: Frames, path: Path, teacher: str, test_md: Frames | None = None) -> None:
     """The held-out frames as one labelled HDF5 (splits val, test and, when given, test_md), to score other
     students on."""
@@ -198,12 +252,11 @@ def write_splits(val: Frames, test: Frames, path: Path, teacher: str, test_md: F
 
     parts = [("val", val), ("test", test)] + ([("test_md", test_md)] if test_md is not None else [])
     both = joined([frames for _, frames in parts])
-    total = len(both.numbers)
     splits, start = {}, 0
     for name, frames in parts:
         splits[name] = np.arange(start, start + len(frames.numbers))
         start += len(frames.numbers)
-    data = Structures(numbers=both.numbers, positions=both.positions, energies=both.energies, forces=both.forces,
-                      cells=np.zeros((total, 3, 3)), pbc=np.zeros((total, 3), bool), group=both.group,
-                      splits=splits, attrs={"teacher": teacher, "source": "online distillation held-out molecules"})
+    data = both.structures()
+    data.splits = splits
+    data.attrs = {"teacher": teacher, "source": "online distillation held-out molecules"}
     write_h5(data, path)

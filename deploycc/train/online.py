@@ -32,8 +32,8 @@ from ..errors import DeployccError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
-from .frames import (Frames, conformers_of, fixed_split, joined, labelled, rattled,  # noqa: F401 (re-exported)
-                     nms_split, split_molecules, thermal, thermal_split, write_splits)
+from .frames import (Frames, box_pool, box_split, check_boxes, conformers_of, fixed_split,  # noqa: F401
+                     joined, labelled, nms_split, rattled, split_molecules, thermal, thermal_split, write_splits)
 from .label_pool import PooledTeacher
 from .loop import EMA, initial_model
 from ..data.normal_modes import NormalModeSampler
@@ -68,14 +68,18 @@ class OnlineResult:
 
 
 def unlabelled_batch(pool: list[tuple[int, Any]], sampler: NormalModeSampler | None, s: OnlineSettings,
-                     worker: int, k: int) -> list[tuple[int, Any]]:
-    """The rattled and normal-mode frames of batch k of a worker (teacher-MD frames come from its walkers)."""
+                     worker: int, k: int, boxes: Sequence[tuple[int, Any]] = ()) -> list[tuple[int, Any]]:
+    """The rattled, normal-mode and periodic-box frames of batch k of a worker (teacher-MD frames come from its
+    walkers); with `s.box_every`, every that-many-th batch one rattled box of `boxes` takes a rattle's place."""
     stream = [s.stream] if s.stream else []
-    frames = rattled(pool, s.batch_size - s.thermal_count() - s.nms_count(),
+    box = int(bool(boxes) and s.box_every > 0 and k % s.box_every == s.box_every - 1)
+    frames = rattled(pool, s.batch_size - s.thermal_count() - s.nms_count() - box,
                      np.random.default_rng([s.seed, worker, k] + stream))
     if s.nms_count():  # a key of its own, so that its draws never overlap the rattles'
         assert sampler is not None, "normal-mode frames need a sampler"
         frames += sampler.frames(s.nms_count(), np.random.default_rng([s.seed, worker, k, 2 * 10**6, s.stream]))
+    if box:
+        frames += rattled(boxes, 1, np.random.default_rng([s.seed, worker, k, 3 * 10**6, s.stream]))
     return frames
 
 
@@ -101,9 +105,12 @@ def _worker(worker: int, teacher_name: str, smiles: list[tuple[int, str]], setti
                    if thermal_count else None)
         nms_count = settings.nms_count()
         sampler = NormalModeSampler(pool, dict(smiles)) if nms_count else None
+        boxes = box_pool(smiles, settings.conformers, settings.seed) if settings.box_every else []
+        if settings.box_every and not boxes:
+            raise UserInputError("--box-every: no training cluster could be packed as a periodic box")
         k = 0
         while not stop.is_set():
-            frames = unlabelled_batch(pool, sampler, settings, worker, k)
+            frames = unlabelled_batch(pool, sampler, settings, worker, k, boxes)
             parts = [labelled(teacher, frames, cutoff)] if frames else []
             if walkers is not None:
                 parts.append(thermal(walkers, teacher, thermal_count, cutoff))
@@ -210,6 +217,8 @@ def held_out(teacher: Any, molecules: dict[str, list[tuple[int, str]]], s: Onlin
         val = joined([val, thermal_split(teacher, molecules["val"], s.eval_frames, s.seed, 4, cutoff)])
     if s.nms_count():
         val = joined([val, nms_split(teacher, molecules["val"], s.eval_frames, s.seed, 5, cutoff)])
+    if s.box_every:
+        val = joined([val, box_split(teacher, molecules["val"], s.eval_frames, s.seed, 6, cutoff)])
     return val, test, test_md
 
 
@@ -226,6 +235,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     molecules = split_molecules(smiles, s.seed)
     if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
+    check_boxes(teacher, molecules["train"], s.box_every)
     start = _warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
     cutoff = config.cutoff
     with held_out_teacher(teacher, s.workers) as labeller:
@@ -253,17 +263,15 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     first = [f for f in (labellers.next() for _ in range(min(8, s.steps))) if len(f.energies)]  # fit, then trained on
     if not first:
         raise UserInputError(f"teacher '{teacher_name}' labelled none of the first training frames")
-    fit = Frames(sum((f.numbers for f in first), []), sum((f.positions for f in first), []),
-                 np.concatenate([f.energies for f in first]), sum((f.forces for f in first), []), [],
-                 np.concatenate([f.group for f in first]))
-    model = initial_model(config, fit.structures(), s.device) if start is None else start
+    fit = joined(first)
+    model = _first_model(config, fit, s.device) if start is None else start
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay)
     compiled = _compiled(model) if s.compile else None
     val_prep, test_prep = val.prepared(), test.prepared()
     history: list[dict[str, float]] = []
     best, best_state = math.inf, None
-    frames_seen = teacher_frames = empty = 0
+    frames_seen = teacher_frames = empty = box_frames = 0
     teacher_seconds = 0.0
     step = 0
     while step < s.steps:
@@ -279,6 +287,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
         progress = max(step / s.steps, elapsed / s.max_minutes if s.max_minutes > 0 else 0.0)
         loss = _step(model, optimiser, ema, batch, s, _lr(step, s, progress), compiled)
         frames_seen += len(batch.energies)
+        box_frames += batch.periodic_count()
         step += 1
         last = step == s.steps or (s.max_minutes > 0 and elapsed >= s.max_minutes)
         if step % s.eval_every == 0 or last:
@@ -299,12 +308,22 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     md_metrics = evaluate(model, test_md.prepared(), s.device) if len(test_md.energies) else None
     seconds = time.perf_counter() - started
     metadata = _metadata(teacher_name, molecule_count, (val, test, fit), s, history, seconds)
-    metadata.update({"frames_seen": frames_seen, "teacher_frames": teacher_frames, "teacher_seconds": teacher_seconds,
+    metadata.update({"frames_seen": frames_seen, "box_frames": box_frames, "teacher_frames": teacher_frames,
+                     "teacher_seconds": teacher_seconds,
                      "test_metrics": test_metrics.as_dict(), "val_metrics": val_metrics.as_dict(),
                      "test_md_metrics": md_metrics.as_dict() if md_metrics else None})
     sha = save_checkpoint(model.cpu(), out, metadata)
     return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
                         seconds, history, md_metrics)
+
+
+def _first_model(config: ModelConfig, fit: Frames, device: str) -> StudentModel:
+    """A fresh student fitted on the first batches.  The fit takes compositions and energies; boxes among those
+    batches do not make the student a periodic preset (config.periodic: parity's default calibration set),
+    whatever the worker count."""
+    fit_set = fit.structures()
+    fit_set.pbc = np.zeros_like(fit_set.pbc)
+    return initial_model(config, fit_set, device)
 
 
 def _metadata(teacher_name: str, molecule_count: tuple[int, int], frames: Sequence[Frames], s: OnlineSettings,

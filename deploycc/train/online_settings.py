@@ -33,6 +33,7 @@ class OnlineSettings:
     md_stride: int = 4  # teacher-MD steps (0.5 fs) between a walker's training frames
     md_walkers: int = 64  # walkers per labelling worker, advanced by one batched teacher call a step
     nms_fraction: float = 0.0  # share of each batch by normal-mode sampling at 300-1000 K (normal_modes.py)
+    box_every: int = 0  # every Nth batch of a worker, a rattled periodic box of a training cluster replaces a rattle
     eval_every: int = 200
     eval_frames: int = 4  # frames per validation / test molecule
     max_minutes: float = 0.0
@@ -58,6 +59,11 @@ class OnlineSettings:
             raise UserInputError(f"--md-fraction {self.md_fraction} and --nms-fraction {self.nms_fraction} give "
                                  f"{self.thermal_count()} + {self.nms_count()} frames, more than the batch of "
                                  f"{self.batch_size}")
+        if int(self.box_every) < 0:
+            raise UserInputError(f"--box-every must be at least 0 (0: no periodic boxes), got {self.box_every}")
+        if self.box_every and self.thermal_count() + self.nms_count() >= self.batch_size:
+            raise UserInputError(f"--box-every: a periodic box replaces a rattled frame, and --md-fraction "
+                                 f"{self.md_fraction} with --nms-fraction {self.nms_fraction} leave none")
         from ..targets.settings import checked_device
 
         checked_device(self.device)

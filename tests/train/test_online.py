@@ -284,3 +284,109 @@ def test_a_teacher_that_labels_no_held_out_frame_is_refused_before_training(tmp_
     with pytest.raises(UserInputError, match="teacher 'emt' labelled none of the validation frames"):
         distil_online("emt", sulfur, preset_config("ultra-tiny"), tmp_path / "x.pt", OnlineSettings(steps=1))
     assert not (tmp_path / "x.pt").exists()
+
+
+WATERS = [(".".join(["O"] * n), f"water{n}") for n in range(8, 14)]
+
+
+def test_large_training_clusters_are_packed_as_periodic_boxes_at_liquid_density():
+    from deploycc.data.clusters import AMU_PER_A3, MIN_CONTACT
+    from deploycc.train.frames import box_pool
+
+    boxes = box_pool([(0, "O.O.O.O.O.O.O.O"), (1, "O.O.O"), (2, "CCO")], 2, seed=4)
+    assert [mol_id for mol_id, _ in boxes] == [0, 0]  # a trimer and a molecule stay as they are
+    for _, box in boxes:
+        assert box.pbc.all() and len(box) == 24
+        edge = box.cell.lengths()
+        assert np.allclose(edge, edge[0]) and np.allclose(box.cell.angles(), 90.0)
+        assert box.get_masses().sum() / box.get_volume() == pytest.approx(AMU_PER_A3, rel=0.2)
+        d = box.get_all_distances(mic=True)
+        other = np.arange(len(box))[:, None] // 3 != np.arange(len(box))[None, :] // 3  # atoms of other waters
+        assert d[other].min() >= MIN_CONTACT
+    assert not np.allclose(boxes[0][1].positions, boxes[1][1].positions)
+
+
+def test_labelled_boxes_carry_their_cells_and_train_as_the_offline_path_does():
+    import torch
+
+    from deploycc.model import StudentModel
+    from deploycc.runtime.neighbours import Structure, half_list
+    from deploycc.train.batches import Prepared, predict_batch
+    from deploycc.train.frames import box_pool, joined
+
+    teacher = get_teacher("emt")
+    boxes = labelled(teacher, rattled(box_pool([(0, WATERS[0][0])], 1, seed=1), 2, np.random.default_rng(0)), 5.0)
+    molecules = labelled(teacher, rattled(conformers_of([(1, "CCO")], 1, seed=0), 1, np.random.default_rng(1)), 5.0)
+    both = joined([molecules, boxes])
+    assert boxes.periodic_count() == 2 and molecules.cells is None and both.periodic_count() == 2
+    cells, pbc = both.cells_and_pbc()
+    assert not pbc[0].any() and pbc[1:].all() and np.allclose(cells[1], boxes.cells[0])
+    from ase import Atoms
+
+    for z, r, e, c in zip(boxes.numbers, boxes.positions, boxes.energies, boxes.cells):  # labelled as periodic
+        (e_cell,), _ = teacher.label([Atoms(numbers=z, positions=r, cell=c, pbc=True)])
+        (e_alone,), _ = teacher.label([Atoms(numbers=z, positions=r)])
+        assert e == pytest.approx(e_cell, abs=1e-9) and abs(e - e_alone) > 1e-3
+    model = StudentModel(preset_config("ultra-tiny")).double()
+    online, offline = both.prepared(), Prepared.of(both.structures(), 5.0)
+    idx = np.arange(3)
+    results = [predict_batch(model, tuple(t.double() if t.is_floating_point() else t for t in p.batch(idx, "cpu")),
+                             3, create_graph=False) for p in (online, offline)]
+    assert torch.allclose(results[0][0], results[1][0]) and torch.allclose(results[0][2], results[1][2])
+    alone = [half_list(Structure.of(z, r, np.zeros((3, 3)), np.zeros(3, bool)), 5.0)
+             for z, r in zip(boxes.numbers, boxes.positions)]
+    assert all(len(h.i) > len(a.i) for h, a in zip(boxes.halves, alone))  # the images add pairs
+
+
+def test_every_nth_batch_trades_one_rattle_for_a_periodic_box():
+    from deploycc.train.frames import box_pool
+    from deploycc.train.online import unlabelled_batch
+
+    pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
+    boxes = box_pool([(2, WATERS[0][0])], 1, seed=0)
+    settings = OnlineSettings(batch_size=4, seed=2, box_every=3)
+    batches = [unlabelled_batch(pool, None, settings, 0, k, boxes) for k in range(6)]
+    assert all(len(b) == 4 for b in batches)
+    assert [sum(atoms.pbc.any() for _, atoms in b) for b in batches] == [0, 0, 1, 0, 0, 1]
+    assert batches[2][-1][0] == 2 and not np.allclose(batches[2][-1][1].positions, batches[5][-1][1].positions)
+    without = [unlabelled_batch(pool, None, OnlineSettings(batch_size=4, seed=2), 0, k) for k in range(6)]
+    assert all(np.array_equal(a.positions, b.positions) for k in (0, 1, 3) for (_, a), (_, b)
+               in zip(batches[k], without[k]))
+
+
+def test_a_run_with_boxes_trains_and_validates_on_them_and_counts_them(tmp_path):
+    from deploycc.data.schema import read_h5
+
+    settings = OnlineSettings(steps=4, batch_size=4, eval_every=4, eval_frames=1, warmup_steps=1, conformers=1,
+                              seed=3, box_every=2)
+    pairs = SMILES + [(".".join(["O"] * n), f"water{n}") for n in range(8, 20)]
+    result = distil_online("emt", pairs, preset_config("ultra-tiny"), tmp_path / "box.pt", settings,
+                           splits_out=tmp_path / "held.h5")
+    checkpoint = load_checkpoint(tmp_path / "box.pt")
+    meta = checkpoint.metadata
+    assert meta["box_frames"] == 2 and meta["online_settings"]["box_every"] == 2  # batches 1 and 3
+    # boxes in the first batches (those the fresh student is fitted on) leave it the molecular preset it was
+    assert checkpoint.config == preset_config("ultra-tiny") and not checkpoint.config.periodic
+    held = read_h5(tmp_path / "held.h5")
+    periodic = held.pbc.any(axis=1)
+    edges = held.cells[periodic][:, [0, 1, 2], [0, 1, 2]]
+    assert np.all(edges > 5.0) and np.allclose(held.cells[periodic][:, 0, 1:], 0.0)  # the boxes' cubes
+    val_clusters = [m for m, s in split_molecules(pairs, 3)["val"] if "." in s]
+    assert periodic[held.splits["val"]].sum() == len(val_clusters) > 0  # a box of each validation cluster
+    assert not periodic[held.splits["test"]].any() and np.isfinite(result.val.force_rmse)
+
+
+def test_boxes_need_a_periodic_teacher_large_clusters_and_a_rattle_to_replace():
+    from deploycc.train.frames import check_boxes
+
+    with pytest.raises(UserInputError, match="--box-every must be at least 0 \\(0: no periodic boxes\\), got -1$"):
+        OnlineSettings(box_every=-1).check()
+    with pytest.raises(UserInputError, match="a periodic box replaces a rattled frame"):
+        OnlineSettings(box_every=4, nms_fraction=0.5, md_fraction=0.5).check()
+    train = [(0, "CCO"), (1, WATERS[0][0])]
+    with pytest.raises(UserInputError, match="teacher 'ani1x' labels molecules only"):
+        check_boxes(get_teacher("ani1x"), train, 4)
+    with pytest.raises(UserInputError, match="there are none: add --clusters"):
+        check_boxes(get_teacher("emt"), [(0, "CCO"), (1, "O.O.O")], 4)
+    check_boxes(get_teacher("emt"), train, 4)
+    check_boxes(get_teacher("ani1x"), [(0, "CCO")], 0)  # no boxes asked: nothing to check
