@@ -28,17 +28,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=2, help="rattled frames per box")
     args = parser.parse_args()
     teacher = get_teacher(args.teacher)
-    names = dict((smi, name) for smi, name in read_clusters())
     chosen = ["water8", "water16", "water24", "ethanol+8water", "phenol+16water"]
-    pairs = [(k, smi) for k, (smi, name) in enumerate(names.items()) if name in chosen]
+    clusters = [(k, smi, name) for k, (smi, name) in enumerate(read_clusters()) if name in chosen]
+    names = {k: name for k, _, name in clusters}
     rng = np.random.default_rng(0)
     print(f"teacher {args.teacher}: seconds per frame (one core)")
     molecule = rattled(conformers_of([(0, "CC(=O)Oc1ccccc1C(=O)O")], 1, 0), 4, rng)
     print(f"  aspirin (21 atoms, a molecule):        {seconds_per_frame(teacher, molecule):6.3f}")
-    for mol_id, box in box_pool(pairs, 1, seed=0):
+    for mol_id, box in box_pool([(k, smi) for k, smi, _ in clusters], 1, seed=0):
         frames = rattled([(mol_id, box)], args.frames, rng)
         edge = box.cell.lengths()[0]
-        print(f"  {names[pairs[[p[0] for p in pairs].index(mol_id)][1]]:16s} box ({len(box):3d} atoms, {edge:5.2f} Å): "
+        print(f"  {names[mol_id]:16s} box ({len(box):3d} atoms, {edge:5.2f} Å): "
               f"{seconds_per_frame(teacher, frames):6.3f}")
 
 

@@ -48,7 +48,7 @@ class Frames:
 
     def periodic_count(self) -> int:
         """Frames with a periodic axis."""
-        return int(self.cells_and_pbc()[1].any(axis=1).sum())
+        return 0 if self.pbc is None else int(self.pbc.any(axis=1).sum())
 
     def prepared(self) -> Prepared:
         cells, pbc = self.cells_and_pbc()
@@ -76,6 +76,11 @@ def conformers_of(smiles: Sequence[tuple[int, str]], count: int, seed: int) -> l
     return out
 
 
+def packs_as_box(smiles: str) -> bool:
+    """A cluster of at least `MIN_BOX_FRAGMENTS` molecules: one `--box-every` packs as a periodic box."""
+    return is_cluster(smiles) and smiles.count(".") + 1 >= MIN_BOX_FRAGMENTS
+
+
 def box_pool(molecules: Sequence[tuple[int, str]], count: int, seed: int) -> list[tuple[int, Any]]:
     """(cluster id, periodic ase.Atoms): `count` packings into a periodic cube at 1 g/cm³ (data/boxes.py) of
     each cluster of at least `MIN_BOX_FRAGMENTS` fragments: the condensed phase without a surface."""
@@ -83,7 +88,7 @@ def box_pool(molecules: Sequence[tuple[int, str]], count: int, seed: int) -> lis
 
     out = []
     for mol_id, smi in molecules:
-        if is_cluster(smi) and smi.count(".") + 1 >= MIN_BOX_FRAGMENTS:
+        if packs_as_box(smi):
             for k in range(count):
                 box = embed_box(smi, seed + 1000 * k + mol_id)
                 if box is not None:
@@ -240,7 +245,7 @@ def check_boxes(teacher: Any, train: Sequence[tuple[int, str]], box_every: int) 
         return
     if not teacher.periodic:
         raise UserInputError(f"--box-every: teacher '{teacher.name}' labels molecules only, not periodic boxes")
-    if not any(is_cluster(smi) and smi.count(".") + 1 >= MIN_BOX_FRAGMENTS for _, smi in train):
+    if not any(packs_as_box(smi) for _, smi in train):
         raise UserInputError(f"--box-every packs training clusters of at least {MIN_BOX_FRAGMENTS} molecules as "
                              "periodic boxes, and there are none: add --clusters")
 
