@@ -243,10 +243,13 @@ def distil_cmd(
     out: Path = typer.Option(..., help="checkpoint to write"),
     teacher: str = typer.Option("ani1x", help="a teacher that labels fast: ani1x, xtb, emt, or module:factory"),
     molecules: Optional[Path] = typer.Option(None, help="SMILES file (default: the shipped molecule list)"),
+    train_only: Optional[Path] = typer.Option(None, help="SMILES file of molecules that only ever train (never "
+                                                         "validate or test): the split of the others stays as it was"),
     model: str = typer.Option("tiny", help=TRAIN_MODEL_HELP),
     steps: int = typer.Option(2000, help="optimiser steps, each on a batch never seen before"),
     batch_size: int = typer.Option(16),
     lr: float = typer.Option(2e-3),
+    energy_weight: float = typer.Option(10.0, help="weight of the energy-per-atom loss (eV/atom)^2; forces weigh 1"),
     workers: int = typer.Option(1, help="labelling processes ahead of the optimiser"),
     eval_every: int = typer.Option(200, help="score the EMA weights on the held-out molecules every N steps"),
     eval_frames: int = typer.Option(4, help="frames per held-out molecule"),
@@ -274,13 +277,13 @@ def distil_cmd(
     from ..paths import check_output_file
     from ..train.online import OnlineSettings, check_boxes, distil_online, molecule_file
 
-    settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, workers=workers, eval_every=eval_every,
-                              eval_frames=eval_frames, max_minutes=max_minutes, seed=seed, device=device,
-                              init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
+    settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, energy_weight=energy_weight, workers=workers,
+                              eval_every=eval_every, eval_frames=eval_frames, max_minutes=max_minutes, seed=seed,
+                              device=device, init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
                               nms_fraction=nms_fraction, box_every=box_every, compile=compile)
     settings.check()
     config = preset_config(model)
-    inputs = tuple(Path(p) for p in (molecules, init) if p)
+    inputs = tuple(Path(p) for p in (molecules, init, train_only) if p)
     check_output_file(out, "--out", inputs)
     if splits_out is not None:
         check_output_file(splits_out, "--splits-out", inputs)
@@ -288,6 +291,7 @@ def distil_cmd(
             raise UserInputError(f"--splits-out {splits_out} is also --out: give two files")
     chosen = get_teacher(teacher)
     pairs = _distil_molecules(molecules or molecule_file(), clusters, chosen)
+    extra = _distil_molecules(train_only, False, chosen) if train_only else []
     check_boxes(chosen, list(enumerate(smi for smi, _ in pairs)), box_every)  # before the teacher starts
     chosen.make_calculator()  # a missing teacher is one line before any worker starts
 
@@ -296,7 +300,8 @@ def distil_cmd(
                       f"  val E {1000 * record['val_energy_mae']:.2f} meV/atom  F mae {record['val_force_mae']:.4f}"
                       f"  rmse {record['val_force_rmse']:.4f} eV/Å  {record['minutes']:.1f} min")
 
-    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=report, splits_out=splits_out)
+    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=report, splits_out=splits_out,
+                           train_only=extra)
     print_train_result(model, result)
 
 

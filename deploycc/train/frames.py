@@ -221,6 +221,26 @@ def split_molecules(smiles: Sequence[tuple[str, str]], seed: int, fractions=(0.8
     return {name: sorted(pairs) for name, pairs in out.items()}
 
 
+def add_train_only(split: dict[str, list[tuple[int, str]]], extra: Sequence[tuple[str, str]], first_id: int) -> None:
+    """Append molecules that only ever train, numbered from `first_id` so that the split's ids stay as they were.
+    One that is also a validation or test molecule (same canonical SMILES) would leak it: refused."""
+    held = {_canonical(smi): smi for name in ("val", "test") for _, smi in split.get(name, [])}
+    for smi, name in extra:
+        if _canonical(smi) in held:
+            raise UserInputError(f"--train-only molecule {name} ({smi}) is also the held-out molecule "
+                                 f"{held[_canonical(smi)]}: training on it would leak the split; leave it out")
+    split.setdefault("train", []).extend((first_id + k, smi) for k, (smi, _) in enumerate(extra))
+
+
+def _canonical(smiles: str) -> str:
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise UserInputError(f"RDKit cannot parse the SMILES {smiles}")
+    return Chem.MolToSmiles(mol)
+
+
 def fixed_split(teacher: Any, molecules: list[tuple[int, str]], frames_per_molecule: int, seed: int, stream: int,
                 cutoff: float) -> Frames:
     """Labelled frames of held-out molecules, made once by the online sampler with their own seed stream."""

@@ -32,8 +32,9 @@ from ..errors import DeployccError, UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from .batches import Metrics, Prepared, distillation_loss, evaluate
-from .frames import (Frames, box_pool, box_split, check_boxes, conformers_of, fixed_split,  # noqa: F401
-                     joined, labelled, nms_split, rattled, split_molecules, thermal, thermal_split, write_splits)
+from .frames import (Frames, add_train_only, box_pool, box_split, check_boxes, conformers_of,  # noqa: F401
+                     fixed_split, joined, labelled, nms_split, rattled, split_molecules, thermal, thermal_split,
+                     write_splits)
 from .label_pool import PooledTeacher
 from .loop import EMA, initial_model
 from ..data.normal_modes import NormalModeSampler
@@ -224,8 +225,9 @@ def held_out(teacher: Any, molecules: dict[str, list[tuple[int, str]]], s: Onlin
 
 def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: ModelConfig, out: Path,
                   settings: OnlineSettings, on_eval: Callable[[dict[str, float]], None] | None = None,
-                  splits_out: Path | None = None) -> OnlineResult:
-    """Train a student on a stream of freshly labelled frames; save the best EMA weights (by validation)."""
+                  splits_out: Path | None = None, train_only: Sequence[tuple[str, str]] = ()) -> OnlineResult:
+    """Train a student on a stream of freshly labelled frames; save the best EMA weights (by validation).
+    `train_only` molecules join the training split only (the split of `smiles` stays as it was)."""
     from ..data.teachers import get_teacher
 
     settings.check()
@@ -233,6 +235,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     torch.manual_seed(s.seed)
     teacher = get_teacher(teacher_name)
     molecules = split_molecules(smiles, s.seed)
+    add_train_only(molecules, train_only, len(smiles))
     if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
     check_boxes(teacher, molecules["train"], s.box_every)
@@ -249,7 +252,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     started = time.perf_counter()
     labellers = Labellers(teacher_name, molecules["train"], s, cutoff)
     try:
-        counts = (len(smiles), sum(is_cluster(smi) for smi, _ in smiles))  # entries, and the clusters among them
+        counts = (len(smiles), sum(is_cluster(smi) for smi, _ in smiles), len(train_only))  # and clusters among them
         return _run(labellers, teacher_name, config, out, s, (val, test, test_md), started, on_eval, counts, start)
     finally:
         labellers.close()
@@ -257,7 +260,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
 
 def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path, s: OnlineSettings,
          held_out: tuple[Frames, Frames, Frames], started: float, on_eval: Callable | None,
-         molecule_count: tuple[int, int],
+         molecule_count: tuple[int, int, int],
          start: StudentModel | None) -> OnlineResult:
     val, test, test_md = held_out
     first = [f for f in (labellers.next() for _ in range(min(8, s.steps))) if len(f.energies)]  # fit, then trained on
@@ -326,10 +329,11 @@ def _first_model(config: ModelConfig, fit: Frames, device: str) -> StudentModel:
     return initial_model(config, fit_set, device)
 
 
-def _metadata(teacher_name: str, molecule_count: tuple[int, int], frames: Sequence[Frames], s: OnlineSettings,
+def _metadata(teacher_name: str, molecule_count: tuple[int, int, int], frames: Sequence[Frames], s: OnlineSettings,
               history: list[dict[str, float]], seconds: float) -> dict[str, Any]:
     """What the checkpoint says of the run besides its results."""
     return {"teacher": teacher_name, "online": True, "molecules": molecule_count[0], "clusters": molecule_count[1],
+            "train_only_molecules": molecule_count[2],
             "elements": sorted({int(z) for f in frames for numbers in f.numbers for z in numbers}),
             "online_settings": asdict(s), "history": history, "train_minutes": seconds / 60.0,
             "library_versions": library_versions()}

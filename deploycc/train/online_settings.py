@@ -47,7 +47,8 @@ class OnlineSettings:
         if int(self.stream) < 0:
             raise UserInputError(f"--stream must be at least 0, got {self.stream}")
         check_domain(self, at_least_one=("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every",
-                                         "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"))
+                                         "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"),
+                     non_negative=("energy_weight",))
         for flag, kind, fraction, count in (("--md-fraction", "teacher-MD", self.md_fraction, self.thermal_count()),
                                             ("--nms-fraction", "normal-mode", self.nms_fraction, self.nms_count())):
             if not 0.0 <= float(fraction) <= 1.0:

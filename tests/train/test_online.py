@@ -162,6 +162,34 @@ def test_clusters_train_beside_the_molecules_and_are_counted(tmp_path):
     assert meta["molecules"] == len(SMILES) + 10 and meta["clusters"] == 10
 
 
+def test_train_only_molecules_join_training_and_leave_the_split_and_its_ids_as_they_were():
+    from deploycc.train.frames import add_train_only
+
+    splits = split_molecules(SMILES, seed=0)
+    before = {name: list(pairs) for name, pairs in splits.items()}
+    add_train_only(splits, [("CCCC", "butane"), ("CCCCO", "butanol")], len(SMILES))
+    assert splits["val"] == before["val"] and splits["test"] == before["test"]
+    assert splits["train"] == before["train"] + [(len(SMILES), "CCCC"), (len(SMILES) + 1, "CCCCO")]
+    held = before["test"][0][1]
+    from rdkit import Chem
+
+    other_spelling = Chem.MolToSmiles(Chem.MolFromSmiles(held), doRandom=True, canonical=False) or held
+    with pytest.raises(UserInputError, match="would leak"):
+        add_train_only(split_molecules(SMILES, seed=0), [(other_spelling, "again")], len(SMILES))
+
+
+def test_a_run_with_train_only_molecules_keeps_the_held_out_frames_and_counts_them(run, tmp_path):
+    from deploycc.data.schema import read_h5
+
+    folder, settings, _, _ = run
+    distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "t.pt", settings,
+                  splits_out=tmp_path / "held.h5", train_only=[("CCCC", "butane"), ("NCCN", "ethylenediamine")])
+    assert load_checkpoint(tmp_path / "t.pt").metadata["train_only_molecules"] == 2
+    first, again = read_h5(folder / "held.h5"), read_h5(tmp_path / "held.h5")
+    assert len(first) == len(again) and np.array_equal(first.group, again.group)
+    assert all(np.array_equal(p, q) for p, q in zip(first.positions, again.positions))
+
+
 def test_settings_outside_their_domain_are_refused():
     with pytest.raises(UserInputError, match="--md-fraction must be between 0 and 1, got 1.5"):
         OnlineSettings(md_fraction=1.5).check()
