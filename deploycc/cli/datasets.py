@@ -295,14 +295,15 @@ def distil_cmd(
     check_boxes(chosen, list(enumerate(smi for smi, _ in pairs)), box_every)  # before the teacher starts
     chosen.make_calculator()  # a missing teacher is one line before any worker starts
 
-    def report(record: dict) -> None:
-        console.print(f"step {record['step']:6d}  frames {record['frames_seen']:7d}  teacher {record['teacher_seconds']:6.1f} s"
-                      f"  val E {1000 * record['val_energy_mae']:.2f} meV/atom  F mae {record['val_force_mae']:.4f}"
-                      f"  rmse {record['val_force_rmse']:.4f} eV/Å  {record['minutes']:.1f} min")
-
-    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=report, splits_out=splits_out,
+    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=_report_eval, splits_out=splits_out,
                            train_only=extra)
     print_train_result(model, result)
+
+
+def _report_eval(record: dict) -> None:
+    console.print(f"step {record['step']:6d}  frames {record['frames_seen']:7d}  teacher {record['teacher_seconds']:6.1f} s"
+                  f"  val E {1000 * record['val_energy_mae']:.2f} meV/atom  F mae {record['val_force_mae']:.4f}"
+                  f"  rmse {record['val_force_rmse']:.4f} eV/Å  {record['minutes']:.1f} min")
 
 
 def _distil_molecules(path: Path, clusters: bool, teacher) -> list[tuple[str, str]]:
