@@ -226,9 +226,10 @@ def add_train_only(split: dict[str, list[tuple[int, str]]], extra: Sequence[tupl
     One that is also a validation or test molecule (same canonical SMILES) would leak it: refused."""
     held = {_canonical(smi): smi for name in ("val", "test") for _, smi in split.get(name, [])}
     for smi, name in extra:
-        if _canonical(smi) in held:
+        same = held.get(_canonical(smi))
+        if same is not None:
             raise UserInputError(f"--train-only molecule {name} ({smi}) is also the held-out molecule "
-                                 f"{held[_canonical(smi)]}: training on it would leak the split; leave it out")
+                                 f"{same}: training on it would leak the split; leave it out")
     split.setdefault("train", []).extend((first_id + k, smi) for k, (smi, _) in enumerate(extra))
 
 
