@@ -38,7 +38,8 @@ def main() -> None:
     names = dict(enumerate(name for _, name in pairs))
     split = split_molecules(pairs + list(read_clusters()), args.seed)
     train = Counter(e for _, smi in split["train"] for e in environments(smi))
-    extra = Counter(e for smi, _ in read_smiles(args.train_only) for e in environments(smi))
+    train_only = read_smiles(args.train_only)
+    extra = Counter(e for smi, _ in train_only for e in environments(smi))
     gaps = covered = 0
     for name in ("val", "test"):
         for mol_id, smi in split[name]:
@@ -51,7 +52,7 @@ def main() -> None:
             print(f"{name:4s} {mol_id:5d} {names.get(mol_id, smi):40s} missing {' '.join(missing)}"
                   f"  -> {'covered' if not now else 'still missing ' + ' '.join(now)}")
     print(f"{gaps} held-out molecules with an environment no training molecule has; {covered} covered by "
-          f"{args.train_only} ({sum(1 for _ in read_smiles(args.train_only))} molecules)")
+          f"{args.train_only} ({len(train_only)} molecules)")
 
 
 if __name__ == "__main__":

@@ -65,13 +65,15 @@ def main() -> None:
         by_molecule[int(g)] = {"frames": len(frames), "energy_mae_per_atom": float(np.abs(e_err[frames]).mean()),
                                "force_rmse": float(np.sqrt((diff**2).mean()))}
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-              "structures": len(subset), "energy_mae_per_atom": float(np.abs(e_err).mean()),
-              "force_mae": float(np.abs(f_out - f_ref).mean()), "force_rmse": float(np.sqrt(((f_out - f_ref) ** 2).mean())),
+              **overall(np.arange(len(subset)), e_err, force_pred, subset.forces),
               "label_force_rms": float(np.sqrt((f_ref**2).mean())), "per_element": by_element,
               "per_molecule": by_molecule}
     if args.exclude:
         excluded = sorted({int(g) for g in args.exclude.split(",")})
-        report["without_excluded"] = overall_without(excluded, group, e_err, force_pred, subset.forces)
+        report["without_excluded"] = {"excluded_groups": excluded,
+                                      "excluded_present": sorted(set(excluded) & {int(g) for g in group}),
+                                      **overall(np.flatnonzero(~np.isin(group, excluded)), e_err, force_pred,
+                                                subset.forces)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     # Energies less the student's per-element references: what is left is what the model learned.
@@ -84,12 +86,10 @@ def main() -> None:
     print("worst molecules (group: force RMSE):", ", ".join(f"{g}: {m['force_rmse']:.3f}" for g, m in worst))
 
 
-def overall_without(excluded: list[int], group: np.ndarray, e_err: np.ndarray, force_pred: list, force_ref: list) -> dict:
-    """Energy MAE per atom and force MAE/RMSE over the frames whose group is not excluded."""
-    keep = np.flatnonzero(~np.isin(group, excluded))
-    diff = np.concatenate([force_pred[k] - force_ref[k] for k in keep])
-    return {"excluded_groups": excluded, "excluded_present": sorted(set(excluded) & {int(g) for g in group}),
-            "structures": len(keep), "energy_mae_per_atom": float(np.abs(e_err[keep]).mean()),
+def overall(frames: np.ndarray, e_err: np.ndarray, force_pred: list, force_ref: list) -> dict:
+    """Energy MAE per atom and force MAE/RMSE over the given frames."""
+    diff = np.concatenate([force_pred[k] - force_ref[k] for k in frames])
+    return {"structures": len(frames), "energy_mae_per_atom": float(np.abs(e_err[frames]).mean()),
             "force_mae": float(np.abs(diff).mean()), "force_rmse": float(np.sqrt((diff**2).mean()))}
 
 
