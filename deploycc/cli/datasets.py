@@ -108,21 +108,40 @@ def data_metals(
     clusters: int = typer.Option(6, help="non-periodic nanoparticles"),
     rattles: int = typer.Option(6, help="rattled frames per system"),
     md_frames: int = typer.Option(14, help="teacher-MD frames per system (300-1500 K)"),
+    md_interval: int = typer.Option(5, help="teacher-MD steps (2 fs) between kept frames"),
+    max_atoms: Optional[int] = typer.Option(None, help="small cells of 32 to N atoms, nanoparticles of 38-55 (N >= "
+                                                       "32; default: 32-200): more systems per teacher-second"),
     seed: int = typer.Option(0),
+    workers: int = typer.Option(1, help="labelling processes on this machine, one thread each (same dataset for "
+                                        "a seed)"),
+    cluster: Optional[str] = typer.Option(None, help="label on Dask workers instead: local:N, or tcp://HOST:PORT of "
+                                                     "a running scheduler (same dataset for a seed)"),
 ) -> None:
     """Periodic metals (Al Cu Ag Au Ni Pd Pt: bulk, alloys, strain, vacancies, slabs, MD), 32-200 atoms."""
     from ..data.metals import MetalsSettings, generate_metals, systems
     from ..data.schema import write_h5
     from ..data.teachers import get_teacher
+    from ..paths import check_output_file
+    from ..runtime.cluster import parse_cluster
 
+    counts = (("--bulk", bulk, 0), ("--alloys", alloys, 0), ("--vacancies", vacancies, 0), ("--slabs", slabs, 0),
+              ("--clusters", clusters, 0), ("--rattles", rattles, 0), ("--md-frames", md_frames, 0))
+    more = (("--md-interval", md_interval, 1), ("--max-atoms", max_atoms or 32, 32), ("--workers", workers, 1))
+    for flag, count, least in counts + more:
+        if count < least:
+            raise UserInputError(f"{flag} must be at least {least}, got {count}")
+    check_output_file(out, "--out")
+    spec = parse_cluster(cluster) if cluster is not None else None
     chosen = get_teacher(teacher)
     chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
     settings = MetalsSettings(bulk=bulk, alloys=alloys, vacancies=vacancies, slabs=slabs, clusters=clusters,
-                              rattles=rattles, md_frames=md_frames, seed=seed)
+                              rattles=rattles, md_frames=md_frames, md_interval=md_interval, seed=seed,
+                              max_atoms=max_atoms)
     total = sum(1 for _ in systems(settings))
     with progress() as bar:
         task = bar.add_task(f"labelling with {chosen.name}", total=total)
-        data, report = generate_metals(chosen, settings, on_system=lambda name: bar.advance(task))
+        data, report = generate_metals(chosen, settings, on_system=lambda name: bar.advance(task), cluster=spec,
+                                       workers=workers)
     write_h5(data, out)
     print_label_report(report, out, data)
 

@@ -1,18 +1,22 @@
 """Periodic metal structures (bulk, alloys, strain, vacancies, slabs, clusters, MD) labelled by a teacher.
 
 Every "system" (a group: one starting structure) yields rattled frames and frames of a short Langevin run
-of the teacher itself at 300-1500 K, so splits by group never share a trajectory.  Sizes are 32-200 atoms.
+of the teacher itself at 300-1500 K, so splits by group never share a trajectory.  Sizes are 32-200 atoms,
+or 32 to `max_atoms` for a costly teacher (SevenNet-0's cost grows with atoms: more, smaller systems per
+teacher-second).  Each system's frames are seeded by (seed, system) alone, so a dataset is the same however
+its systems are shared among Dask workers (`--cluster`, runtime/cluster.py).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .generate import MAX_FORCE, LabelReport, thermalize
+from ..errors import MissingDependencyError, UserInputError
+from .generate import MAX_FORCE, LabelReport, merge_report, thermalize
 from .schema import Structures, from_atoms, split_by_group
 from .teachers import Teacher
 
@@ -33,6 +37,7 @@ class MetalsSettings:
     md_frames: int = 14
     md_interval: int = 5  # teacher-MD steps (2 fs) between kept frames
     seed: int = 0
+    max_atoms: int | None = None  # None: the standard 32-200 atom cells; else small cells of 32 to max_atoms
 
 
 def _lattice_constant(symbol: str) -> float:
@@ -41,22 +46,40 @@ def _lattice_constant(symbol: str) -> float:
     return float(reference_states[atomic_numbers[symbol]]["a"])
 
 
-def _bulk(symbol: str, kind: str, rng: np.random.Generator, a: float | None = None):
-    """A 32-200 atom supercell of an fcc, bcc or hcp crystal at the fcc atomic volume (bcc/hcp strained)."""
+# Supercell repetitions of the cubic fcc (4 atoms), cubic bcc (2) and hcp (2) cells: the standard sizes, and the
+# small ones that `max_atoms` picks from (32-72 atoms).
+_REPS = {"fcc": [(2, 2, 2), (3, 3, 3), (3, 3, 4), (2, 3, 4)], "bcc": [(3, 3, 3), (4, 4, 4), (3, 4, 4)],
+         "hcp": [(4, 4, 3), (4, 4, 4), (3, 4, 5)]}
+_SMALL_REPS = {"fcc": [(2, 2, 2), (2, 2, 3), (2, 3, 3)], "bcc": [(2, 3, 3), (3, 3, 3), (2, 3, 4), (2, 4, 4)],
+               "hcp": [(3, 3, 2), (3, 3, 3), (4, 4, 2), (3, 4, 3)]}
+_SLAB_SIZES = [(4, 4, 4), (3, 3, 5), (4, 4, 5), (3, 4, 6)]
+_SMALL_SLAB_SIZES = [(3, 3, 4), (3, 3, 5), (3, 4, 4), (4, 4, 4)]
+_ATOMS_PER_CELL = {"fcc": 4, "bcc": 2, "hcp": 2, "slab": 1}
+
+
+def _pick(kind: str, rng: np.random.Generator, max_atoms: int | None) -> tuple[int, int, int]:
+    """Repetitions (or slab size) of `kind`: a standard one, or a small one of at most `max_atoms` atoms."""
+    if max_atoms is None:
+        table = _SLAB_SIZES if kind == "slab" else _REPS[kind]
+    else:
+        small = _SMALL_SLAB_SIZES if kind == "slab" else _SMALL_REPS[kind]
+        table = [r for r in small if _ATOMS_PER_CELL[kind] * int(np.prod(r)) <= max_atoms] or small[:1]
+    return table[rng.integers(len(table))]
+
+
+def _bulk(symbol: str, kind: str, rng: np.random.Generator, a: float | None = None, max_atoms: int | None = None):
+    """A supercell of an fcc, bcc or hcp crystal at the fcc atomic volume (bcc/hcp strained)."""
     from ase.build import bulk
 
     a_fcc = a or _lattice_constant(symbol)
     if kind == "fcc":
         cell = bulk(symbol, "fcc", a=a_fcc, cubic=True)
-        reps = [(2, 2, 2), (3, 3, 3), (3, 3, 4), (2, 3, 4)][rng.integers(4)]
     elif kind == "bcc":
         cell = bulk(symbol, "bcc", a=a_fcc * 0.5 ** (1 / 3), cubic=True)  # 2 atoms per a^3 instead of 4
-        reps = [(3, 3, 3), (4, 4, 4), (3, 4, 4)][rng.integers(3)]
     else:
         nn = a_fcc / np.sqrt(2)
         cell = bulk(symbol, "hcp", a=nn, c=nn * np.sqrt(8 / 3))
-        reps = [(4, 4, 3), (4, 4, 4), (3, 4, 5)][rng.integers(3)]
-    return cell.repeat(reps)
+    return cell.repeat(_pick(kind, rng, max_atoms))
 
 
 def _strain(atoms, rng: np.random.Generator, scale: float = 0.04):
@@ -67,12 +90,12 @@ def _strain(atoms, rng: np.random.Generator, scale: float = 0.04):
     return atoms
 
 
-def _alloy(rng: np.random.Generator):
+def _alloy(rng: np.random.Generator, max_atoms: int | None = None):
     """A random binary fcc alloy at the Vegard lattice constant."""
     first, second = rng.choice(METALS, size=2, replace=False)
     fraction = rng.uniform(0.1, 0.5)
     a = (1 - fraction) * _lattice_constant(first) + fraction * _lattice_constant(second)
-    atoms = _bulk(first, "fcc", rng, a=a)
+    atoms = _bulk(first, "fcc", rng, a=a, max_atoms=max_atoms)
     swap = rng.random(len(atoms)) < fraction
     symbols = np.array(atoms.get_chemical_symbols())
     symbols[swap] = second
@@ -80,38 +103,41 @@ def _alloy(rng: np.random.Generator):
     return atoms
 
 
-def _vacancy(rng: np.random.Generator):
-    atoms = _bulk(str(rng.choice(METALS)), "fcc", rng)
+def _vacancy(rng: np.random.Generator, max_atoms: int | None = None):
+    atoms = _bulk(str(rng.choice(METALS)), "fcc", rng, max_atoms=max_atoms)
     for _ in range(int(rng.integers(1, 4))):
         del atoms[int(rng.integers(len(atoms)))]
     return atoms
 
 
-def _slab(rng: np.random.Generator):
+def _slab(rng: np.random.Generator, max_atoms: int | None = None):
     """An fcc(111), (100) or (110) slab with 6-8 Angstrom of vacuum on each side, periodic in-plane only."""
     from ase.build import fcc100, fcc110, fcc111
 
     symbol = str(rng.choice(METALS))
     build = [fcc111, fcc100, fcc110][rng.integers(3)]
-    size = [(4, 4, 4), (3, 3, 5), (4, 4, 5), (3, 4, 6)][rng.integers(4)]
+    size = _pick("slab", rng, max_atoms)
     atoms = build(symbol, size=size, a=_lattice_constant(symbol), vacuum=float(rng.uniform(6, 8)))
     atoms.pbc = (True, True, False)
     return atoms
 
 
-def _cluster(rng: np.random.Generator):
-    """A non-periodic nanoparticle (octahedron, icosahedron or decahedron) of 38-147 atoms."""
+def _cluster(rng: np.random.Generator, max_atoms: int | None = None):
+    """A non-periodic nanoparticle (octahedron, icosahedron or decahedron) of 38-147 atoms (38-55 small)."""
     from ase.cluster import Decahedron, Icosahedron, Octahedron
 
     symbol = str(rng.choice(METALS))
     a = _lattice_constant(symbol)
     kind = int(rng.integers(3))
+    big = 1 if max_atoms is None else 0  # the small ones: 38/44-atom octahedra, the 55-atom icosahedron, 39 decahedron
     if kind == 0:
-        atoms = Octahedron(symbol, length=int(rng.integers(4, 6)), cutoff=int(rng.integers(0, 2)), latticeconstant=a)
+        atoms = Octahedron(symbol, length=int(rng.integers(4, 5 + big)), cutoff=int(rng.integers(0, 2)),
+                           latticeconstant=a)
     elif kind == 1:
-        atoms = Icosahedron(symbol, noshells=int(rng.integers(3, 5)), latticeconstant=a)
+        atoms = Icosahedron(symbol, noshells=int(rng.integers(3, 4 + big)), latticeconstant=a)
     else:
-        atoms = Decahedron(symbol, p=int(rng.integers(3, 5)), q=2, r=int(rng.integers(0, 2)), latticeconstant=a)
+        atoms = Decahedron(symbol, p=int(rng.integers(3, 4 + big)), q=2, r=int(rng.integers(0, 1 + big)),
+                           latticeconstant=a)
     atoms.center(vacuum=5.0)
     atoms.pbc = False
     return atoms
@@ -123,13 +149,13 @@ def systems(settings: MetalsSettings) -> Iterator[tuple[str, object]]:
     for symbol in METALS:
         for k in range(settings.bulk):
             kind = ("fcc", "bcc", "hcp")[k % 3]
-            yield f"{symbol}-{kind}-{k}", _strain(_bulk(symbol, kind, rng), rng)
+            yield f"{symbol}-{kind}-{k}", _strain(_bulk(symbol, kind, rng, max_atoms=settings.max_atoms), rng)
     makers: list[tuple[str, int, Callable]] = [("alloy", settings.alloys, _alloy),
                                                ("vacancy", settings.vacancies, _vacancy),
                                                ("slab", settings.slabs, _slab), ("cluster", settings.clusters, _cluster)]
     for name, count, make in makers:
         for k in range(count):
-            atoms = make(rng)
+            atoms = make(rng, settings.max_atoms)
             yield f"{name}-{k}-{atoms.get_chemical_formula()}", _strain(atoms, rng, 0.02) if atoms.pbc.all() else atoms
 
 
@@ -156,32 +182,90 @@ def _frames(atoms, teacher: Teacher, settings: MetalsSettings, rng: np.random.Ge
         yield frame
 
 
-def generate_metals(teacher: Teacher, settings: MetalsSettings,
-                    on_system: Callable[[str], None] = lambda name: None) -> tuple[Structures, LabelReport]:
-    """Label every frame of every system; failures are skipped and counted."""
-    rng = np.random.default_rng(settings.seed + 1)
+def label_system(item: tuple[int, Any], teacher: Teacher, settings: MetalsSettings) -> tuple[list[tuple], LabelReport]:
+    """(frame, energy, forces) of every frame of system `group` that the teacher labels, seeded by (seed, group)
+    alone; failures are counted in the report."""
+    group, atoms = item
+    rng = np.random.default_rng([settings.seed + 1, group])
+    report, out = LabelReport(), []
+    for frame in _frames(atoms, teacher, settings, rng):
+        try:
+            frame.calc = teacher.make_calculator()
+            forces = np.asarray(frame.get_forces(), dtype=np.float64)
+            energy = float(frame.get_potential_energy())
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a teacher failure is counted, not fatal
+            report.skip(f"{type(exc).__name__}: {str(exc)[:60]}")
+            continue
+        frame.calc = None  # the labels are kept; a teacher's calculator may not pickle back from a worker
+        if not np.all(np.isfinite(forces)) or not np.isfinite(energy) or np.abs(forces).max() > MAX_FORCE:
+            report.skip(f"force above {MAX_FORCE:g} eV/Å or not finite")
+            continue
+        out.append((frame, energy, forces))
+    report.molecules = 1
+    return out, report
+
+
+def _single_threaded() -> None:
+    """A labelling process: one thread (set before the teacher loads torch), Ctrl-C left to the parent."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _labelled_systems(items: list[tuple[int, Any]], teacher: Teacher, settings: MetalsSettings,
+                      cluster: Any, workers: int) -> Iterator[tuple[list[tuple], LabelReport]]:
+    """label_system of every item in order: here, in `workers` local processes, or on a Dask cluster (a
+    ClusterSpec or a Client).  Local processes are plain spawned ones: a costly torch teacher (SevenNet-0)
+    ran about twice as fast per core in them as in Dask workers on a 2-core machine."""
+    if cluster is None and workers <= 1:
+        for item in items:
+            yield label_system(item, teacher, settings)
+        return
+    if cluster is None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_single_threaded) as pool:
+            yield from pool.map(label_system, items, [teacher] * len(items), [settings] * len(items))
+        return
+    from ..runtime.cluster import connected, ordered_map
+
+    with connected(cluster) as client:
+        for _item, result in ordered_map(client, label_system, items, teacher, settings):
+            yield result
+
+
+def generate_metals(teacher: Teacher, settings: MetalsSettings, on_system: Callable[[str], None] = lambda name: None,
+                    cluster: Any = None, workers: int = 1) -> tuple[Structures, LabelReport]:
+    """Label every frame of every system (here, in `workers` processes, or on `cluster`); failures are skipped
+    and counted."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
     report = LabelReport()
     started = time.perf_counter()
+    made = list(systems(settings))
+    items = [(group, atoms) for group, (_name, atoms) in enumerate(made)]
     labelled, groups = [], []
-    for group, (name, atoms) in enumerate(systems(settings)):
-        report.molecules += 1
-        for frame in _frames(atoms, teacher, settings, rng):
-            try:
-                frame.calc = teacher.make_calculator()
-                forces = frame.get_forces()
-                frame.get_potential_energy()
-            except Exception as exc:  # noqa: BLE001 - a teacher failure is counted, not fatal
-                report.skip(f"{type(exc).__name__}: {str(exc)[:60]}")
-                continue
-            if not np.all(np.isfinite(forces)) or np.abs(forces).max() > MAX_FORCE:
-                report.skip(f"force above {MAX_FORCE:g} eV/Å or not finite")
-                continue
+    results = _labelled_systems(items, teacher, settings, cluster, workers)
+    for group, ((name, _atoms), (frames, part)) in enumerate(zip(made, results)):
+        merge_report(report, part)
+        for frame, energy, forces in frames:
+            frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
             labelled.append(frame)
             groups.append(group)
             report.structures += 1
             report.atoms += len(frame)
             report.elements.update(int(z) for z in frame.numbers)
         on_system(name)
+    if not labelled:
+        raise UserInputError("the teacher labelled no structure; nothing to write")
     data = from_atoms(labelled, group=np.asarray(groups, dtype=np.int64), require_labels=True)
     data.splits = split_by_group(data.group, (0.8, 0.1, 0.1), settings.seed)
     data.attrs.update({"teacher": teacher.name, "generator": "deploycc data metals", "kind": "periodic metals"})

@@ -57,6 +57,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         (["data", "boxes", "--out", "x.h5", "--teacher", "ani1x"], 65, ["ani1x", "periodic"]),
         (["data", "boxes", "--out", "x.h5", "--waters", "0"], 65, ["--waters", "at least 1"]),
         (["data", "boxes", "--out", "x.h5", "--seed", "-1"], 65, ["--seed", "at least 0"]),
+        (["data", "metals", "--out", "x.h5", "--max-atoms", "16"], 65, ["--max-atoms", "at least 32"]),
+        (["data", "metals", "--out", "x.h5", "--workers", "0"], 65, ["--workers", "at least 1"]),
+        (["data", "metals", "--out", "x.h5", "--md-interval", "0"], 65, ["--md-interval", "at least 1"]),
+        (["data", "metals", "--out", ".", "--alloys", "1"], 65, ["--out", "folder"]),
     ],
 )
 def test_user_errors_are_one_line(args, code, fragments, tmp_path):

@@ -102,6 +102,33 @@ def test_metal_systems_cover_bulk_alloys_vacancies_slabs_and_clusters():
     assert all(np.array_equal(p, a.positions) for (_, p), (_, a) in zip(again, made))
 
 
+def test_small_metal_cells_stay_within_max_atoms_and_the_standard_ones_do_not():
+    from deploycc.data.metals import MetalsSettings, systems
+
+    counts = dict(bulk=3, alloys=12, vacancies=6, slabs=12, clusters=12)
+    small = [len(atoms) for _, atoms in systems(MetalsSettings(**counts, max_atoms=48))]
+    standard = [len(atoms) for _, atoms in systems(MetalsSettings(**counts))]
+    assert len(small) == len(standard) == 21 + 42
+    assert max(small) <= 55 and min(small) >= 29  # the 55-atom icosahedron is the smallest of its kind
+    assert max(n for n in small if n != 55) <= 48
+    assert max(standard) > 100 and np.mean(standard) > 1.5 * np.mean(small)
+
+
+def test_a_metals_dataset_is_the_same_for_any_number_of_workers():
+    from deploycc.data.metals import MetalsSettings, generate_metals
+
+    settings = MetalsSettings(**{**SMALL_METALS, "md_frames": 2, "max_atoms": 32})
+    here, _ = generate_metals(get_teacher("emt"), settings)
+    spread, report = generate_metals(get_teacher("emt"), settings, workers=2)
+    assert report.structures == len(spread) == len(here) == 3 * 11
+    np.testing.assert_array_equal(spread.group, here.group)
+    assert all(np.array_equal(a, b) for a, b in zip(spread.positions, here.positions))
+    np.testing.assert_allclose(spread.energies, here.energies, rtol=0, atol=1e-10)
+    other, _ = generate_metals(get_teacher("emt"), MetalsSettings(**{**SMALL_METALS, "md_frames": 2, "max_atoms": 32,
+                                                                     "seed": 1}))
+    assert not np.allclose(other.energies[:3], here.energies[:3])
+
+
 def test_emt_labels_periodic_metals_split_by_system(tmp_path):
     from deploycc.data.metals import MetalsSettings, generate_metals
     from deploycc.data.schema import read_h5, write_h5
