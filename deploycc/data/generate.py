@@ -76,7 +76,7 @@ def embed(smiles: str, seed: int):
     return Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()], positions=positions)
 
 
-def _label(atoms, teacher: Teacher, report: LabelReport) -> tuple[float, np.ndarray] | None:
+def label_frame(atoms, teacher: Teacher, report: LabelReport) -> tuple[float, np.ndarray] | None:
     """Energy and forces from the teacher, or None (counted) if it fails or returns nonsense."""
     try:
         atoms.calc = teacher.make_calculator()
@@ -184,7 +184,7 @@ def molecule_frames(
         out.extend(_label_batch(rattled, teacher, report))
     else:
         for frame in rattled:
-            labels = _label(frame, teacher, report)
+            labels = label_frame(frame, teacher, report)
             if labels is not None:
                 out.append((frame, *labels))
     if md_frames:

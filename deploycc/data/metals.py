@@ -4,7 +4,7 @@ Every "system" (a group: one starting structure) yields rattled frames and frame
 of the teacher itself at 300-1500 K, so splits by group never share a trajectory.  Sizes are 32-200 atoms,
 or 32 to `max_atoms` for a costly teacher (SevenNet-0's cost grows with atoms: more, smaller systems per
 teacher-second).  Each system's frames are seeded by (seed, system) alone, so a dataset is the same however
-its systems are shared among Dask workers (`--cluster`, runtime/cluster.py).
+its systems are shared among worker processes (`--workers`) or Dask workers (`--cluster`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import MissingDependencyError, UserInputError
-from .generate import MAX_FORCE, LabelReport, merge_report, thermalize
+from ..errors import UserInputError
+from .generate import LabelReport, label_frame, merge_report, thermalize
 from .schema import Structures, from_atoms, split_by_group
 from .teachers import Teacher
 
@@ -189,20 +189,10 @@ def label_system(item: tuple[int, Any], teacher: Teacher, settings: MetalsSettin
     rng = np.random.default_rng([settings.seed + 1, group])
     report, out = LabelReport(), []
     for frame in _frames(atoms, teacher, settings, rng):
-        try:
-            frame.calc = teacher.make_calculator()
-            forces = np.asarray(frame.get_forces(), dtype=np.float64)
-            energy = float(frame.get_potential_energy())
-        except MissingDependencyError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a teacher failure is counted, not fatal
-            report.skip(f"{type(exc).__name__}: {str(exc)[:60]}")
-            continue
+        labels = label_frame(frame, teacher, report)
         frame.calc = None  # the labels are kept; a teacher's calculator may not pickle back from a worker
-        if not np.all(np.isfinite(forces)) or not np.isfinite(energy) or np.abs(forces).max() > MAX_FORCE:
-            report.skip(f"force above {MAX_FORCE:g} eV/Å or not finite")
-            continue
-        out.append((frame, energy, forces))
+        if labels is not None:
+            out.append((frame, *labels))
     report.molecules = 1
     return out, report
 
@@ -222,8 +212,8 @@ def _single_threaded() -> None:
 def _labelled_systems(items: list[tuple[int, Any]], teacher: Teacher, settings: MetalsSettings,
                       cluster: Any, workers: int) -> Iterator[tuple[list[tuple], LabelReport]]:
     """label_system of every item in order: here, in `workers` local processes, or on a Dask cluster (a
-    ClusterSpec or a Client).  Local processes are plain spawned ones: a costly torch teacher (SevenNet-0)
-    ran about twice as fast per core in them as in Dask workers on a 2-core machine."""
+    ClusterSpec or a Client).  Local processes are plain spawned ones, one thread each: a torch teacher
+    (SevenNet-0) runs faster per core in them than in Dask workers on a small machine (docs/students.md)."""
     if cluster is None and workers <= 1:
         for item in items:
             yield label_system(item, teacher, settings)
