@@ -257,6 +257,10 @@ def _leave_launched_rank() -> None:
     os._exit(0)
 
 
+NEW_TEACHER_HELP = ("with --init: the checkpoint was trained on another teacher; refit its element reference energies "
+                    "to this one first (the rest of its weights carry over)")
+
+
 @app.command("distil")
 def distil_cmd(
     out: Path = typer.Option(..., help="checkpoint to write"),
@@ -277,6 +281,7 @@ def distil_cmd(
     splits_out: Optional[Path] = typer.Option(None, help="also write the held-out frames (val, test) as HDF5"),
     device: str = typer.Option("cpu", help="where the student trains (cpu, cuda); the teacher labels on CPU"),
     init: Optional[str] = typer.Option(None, help="start from this checkpoint (same architecture): a warm restart"),
+    new_teacher: bool = typer.Option(False, "--new-teacher", help=NEW_TEACHER_HELP),
     stream: int = typer.Option(0, help="seed stream of the training frames (another one for a warm restart: new "
                                        "frames, the same molecule split)"),
     md_fraction: float = typer.Option(0.0, help="share of each batch from teacher MD at 300-1000 K (batched "
@@ -298,8 +303,9 @@ def distil_cmd(
 
     settings = OnlineSettings(steps=steps, batch_size=batch_size, lr=lr, energy_weight=energy_weight, workers=workers,
                               eval_every=eval_every, eval_frames=eval_frames, max_minutes=max_minutes, seed=seed,
-                              device=device, init=init or "", stream=stream, md_fraction=md_fraction, md_stride=md_stride,
-                              nms_fraction=nms_fraction, box_every=box_every, compile=compile)
+                              device=device, init=init or "", new_teacher=new_teacher, stream=stream,
+                              md_fraction=md_fraction, md_stride=md_stride, nms_fraction=nms_fraction,
+                              box_every=box_every, compile=compile)
     settings.check()
     config = preset_config(model)
     inputs = tuple(Path(p) for p in (molecules, init, train_only) if p)
@@ -314,9 +320,8 @@ def distil_cmd(
     check_boxes(chosen, list(enumerate(smi for smi, _ in pairs)), box_every)  # before the teacher starts
     chosen.make_calculator()  # a missing teacher is one line before any worker starts
 
-    result = distil_online(chosen.name, pairs, config, out, settings, on_eval=_report_eval, splits_out=splits_out,
-                           train_only=extra)
-    print_train_result(model, result)
+    print_train_result(model, distil_online(chosen.name, pairs, config, out, settings, on_eval=_report_eval,
+                                            splits_out=splits_out, train_only=extra))
 
 
 def _report_eval(record: dict) -> None:

@@ -18,7 +18,7 @@ from ..errors import UserInputError
 from ..model import ModelConfig, StudentModel
 from ..versions import library_versions
 from . import distributed
-from .batches import Metrics, Prepared, distillation_loss, evaluate, size_batches
+from .batches import Metrics, Prepared, distillation_loss, evaluate, predict_batch, size_batches
 from .distributed import Context
 from .normalisation import fit_element_references, fit_scale_shift
 
@@ -134,6 +134,21 @@ def initial_model(config: ModelConfig, train_set: Structures, device: str) -> St
     model.scale.fill_(scale)
     model.shift.fill_(shift)
     return model.to(device)
+
+
+def retarget_references(model: StudentModel, fit_set: Structures, device: str) -> StudentModel:
+    """A student warm-started for another teacher: its element references are corrected by least squares on
+    the teacher's energies minus its own, so its learned interactions, scale and shift carry over unchanged."""
+    prepared = Prepared.of(fit_set, model.cutoff)
+    own = np.zeros(len(fit_set))
+    for idx in size_batches(prepared.sizes(), 64):
+        energy, _, _ = predict_batch(model, prepared.batch(idx, device), len(idx), create_graph=False)
+        own[idx] = energy.detach().double().cpu().numpy()
+    residual = Structures(numbers=fit_set.numbers, positions=fit_set.positions, energies=fit_set.energies - own)
+    correction = fit_element_references(residual, model.config.max_z)
+    with torch.no_grad():
+        model.element_ref += torch.tensor(correction, dtype=model.element_ref.dtype, device=model.element_ref.device)
+    return model
 
 
 @dataclass

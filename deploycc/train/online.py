@@ -36,7 +36,7 @@ from .frames import (Frames, add_train_only, box_pool, box_split, check_boxes, c
                      fixed_split, joined, labelled, nms_split, rattled, split_molecules, thermal, thermal_split,
                      write_splits)
 from .label_pool import PooledTeacher
-from .loop import EMA, initial_model
+from .loop import EMA, initial_model, retarget_references
 from ..data.normal_modes import NormalModeSampler
 from .online_settings import OnlineSettings
 from .walkers import Walkers
@@ -267,7 +267,7 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     if not first:
         raise UserInputError(f"teacher '{teacher_name}' labelled none of the first training frames")
     fit = joined(first)
-    model = _first_model(config, fit, s.device) if start is None else start
+    model = _starting_model(config, fit, s, start)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     ema = EMA(model, s.ema_decay)
     compiled = _compiled(model) if s.compile else None
@@ -318,6 +318,14 @@ def _run(labellers: Labellers, teacher_name: str, config: ModelConfig, out: Path
     sha = save_checkpoint(model.cpu(), out, metadata)
     return OnlineResult(out, sha, step, frames_seen, teacher_frames, teacher_seconds, test_metrics, val_metrics,
                         seconds, history, md_metrics)
+
+
+def _starting_model(config: ModelConfig, fit: Frames, s: OnlineSettings, start: StudentModel | None
+                    ) -> StudentModel:
+    """The warm start (its element references refitted for a new teacher), else a fresh student fitted on `fit`."""
+    if start is None:
+        return _first_model(config, fit, s.device)
+    return retarget_references(start, fit.structures(), s.device) if s.new_teacher else start
 
 
 def _first_model(config: ModelConfig, fit: Frames, device: str) -> StudentModel:

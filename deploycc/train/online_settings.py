@@ -42,10 +42,13 @@ class OnlineSettings:
     compile: bool = False  # the student's energies and gradient from one torch.compile'd function (compiled.py)
     init: str = ""  # a checkpoint of the same architecture to start from (a warm restart), else a fresh fit
     stream: int = 0  # seed stream of the training frames: a warm restart takes another, to see new frames only
+    new_teacher: bool = False  # --init was trained on another teacher: refit its element references first
 
     def check(self) -> None:
         if int(self.stream) < 0:
             raise UserInputError(f"--stream must be at least 0, got {self.stream}")
+        if self.new_teacher and not self.init:
+            raise UserInputError("--new-teacher needs --init (the checkpoint of the other teacher)")
         check_domain(self, at_least_one=("steps", "batch_size", "workers", "prefetch", "conformers", "eval_every",
                                          "eval_frames", "md_stride", "md_walkers"), positive=("lr", "ema_decay"),
                      non_negative=("energy_weight",))

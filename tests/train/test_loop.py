@@ -7,13 +7,14 @@ import math
 from dataclasses import replace
 import numpy as np
 import pytest
+import torch
 
 import deploycc.train.batches
 from deploycc.checkpoint import load_checkpoint
 from deploycc.data.schema import Structures, read_h5, write_h5
 from deploycc.errors import UserInputError
 from deploycc.model import PRESET_CONFIGS
-from deploycc.train.loop import TrainSettings, evaluate, train
+from deploycc.train.loop import TrainSettings, evaluate, initial_model, retarget_references, train
 from deploycc.train.normalisation import fit_element_references, fit_scale_shift
 
 from train_data import write_labelled
@@ -88,6 +89,25 @@ def test_element_references_fit_linear_energies():
     scale, shift = fit_scale_shift(data, refs)
     assert shift == pytest.approx(0.0, abs=1e-6)
     assert scale == pytest.approx(float(np.sqrt(np.mean(np.concatenate(forces) ** 2))))
+
+
+def test_a_student_retargeted_to_another_teacher_moves_only_its_element_references(dataset):
+    data = read_h5(dataset)
+    model = initial_model(ULTRA, data, "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    error = evaluate(model, data).energy_mae_per_atom
+    offsets = {1: 3.0, 6: -40.0, 7: 11.0, 8: -250.0}  # another teacher: other atomic energies, the same forces
+    shifted = np.array([e + sum(offsets.get(int(z), 0.0) for z in zs) for e, zs in zip(data.energies, data.numbers)])
+    other = Structures(numbers=data.numbers, positions=data.positions, energies=shifted, forces=data.forces,
+                       cells=data.cells, pbc=data.pbc)
+    assert evaluate(model, other).energy_mae_per_atom > 100 * error  # the first teacher's references are off for the second
+    retarget_references(model, other, "cpu")
+    assert evaluate(model, other).energy_mae_per_atom <= error * 1.001 + 1e-6  # least squares on the residual: no worse
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k != "element_ref")
+    moved = (after["element_ref"] - before["element_ref"]).numpy()
+    present = sorted({int(z) for zs in data.numbers for z in zs})
+    assert np.abs(moved[[z for z in range(len(moved)) if z not in present]]).max() == 0.0
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -216,6 +216,8 @@ def test_settings_outside_their_domain_are_refused():
         OnlineSettings(steps=0).check()
     with pytest.raises(UserInputError, match="--lr must be a positive number, got nan"):
         OnlineSettings(lr=float("nan")).check()
+    with pytest.raises(UserInputError, match="--new-teacher needs --init"):
+        OnlineSettings(new_teacher=True).check()
     with pytest.raises(UserInputError, match="needs molecules for train, val and test"):
         distil_online("emt", SMILES[:2], preset_config("ultra-tiny"), "unused.pt", OnlineSettings(steps=1))
 
@@ -234,6 +236,9 @@ def test_a_warm_restart_starts_from_the_checkpoint_and_refuses_another_architect
     again = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "c.pt",
                           replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt")))
     assert again.steps == 2 and load_checkpoint(tmp_path / "c.pt").metadata["online_settings"]["init"].endswith("a.pt")
+    other = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "d.pt",
+                          replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt"), new_teacher=True))
+    assert other.steps == 2 and load_checkpoint(tmp_path / "d.pt").metadata["online_settings"]["new_teacher"] is True
 
 
 def test_another_stream_samples_other_frames_of_the_same_split():
