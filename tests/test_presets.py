@@ -12,7 +12,8 @@ from deploycc.paths import calib_dir, default_calib_file
 from deploycc.verify import verify
 
 
-TEACHERS = {"tiny-ani1x": "ani1x"}  # the other presets: xtb for molecules, emt for metals
+TEACHERS = {"tiny-ani1x": "ani1x", "metals-7net": "sevennet"}  # the others: xtb for molecules, emt for metals
+ELEMENTS = {"tiny-ani1x": {1, 6, 7, 8}, "metals-7net": {13, 28, 29, 46, 47, 78, 79}}  # the others: any
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_CONFIGS))
@@ -25,7 +26,7 @@ def test_shipped_preset_loads_with_its_training_record(name):
     metrics = checkpoint.metadata["test_metrics"]
     assert metrics["structures"] > 0 and 0 < metrics["force_rmse"] < 1.0
     assert checkpoint.metadata["teacher"] == TEACHERS.get(name, "emt" if PRESET_CONFIGS[name].periodic else "xtb")
-    assert checkpoint.elements and set(checkpoint.elements) <= ({1, 6, 7, 8} if name in TEACHERS else set(range(1, 119)))
+    assert checkpoint.elements and set(checkpoint.elements) <= ELEMENTS.get(name, set(range(1, 119)))
 
 
 def test_calibration_sets_ship_inside_the_package():
