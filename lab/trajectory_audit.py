@@ -35,11 +35,12 @@ def main() -> None:
     started = time.perf_counter()
     for group, path in enumerate(args.trajectories):
         images = read(path, index=":")
+        if not images:
+            raise SystemExit(f"{path} holds no frame")
         picks = np.unique(np.linspace(0, len(images) - 1, args.frames).round().astype(int))
         chosen = [images[k].copy() for k in picks]
         energies, forces = teacher.label(chosen)
         for atoms, energy, force in zip(chosen, energies, forces):
-            atoms.calc = None
             atoms.info["energy"], atoms.arrays["teacher_forces"] = float(energy), np.asarray(force)
         frames += chosen
         groups += [group] * len(chosen)

@@ -138,7 +138,8 @@ def initial_model(config: ModelConfig, train_set: Structures, device: str) -> St
 
 def retarget_references(model: StudentModel, fit_set: Structures, device: str) -> StudentModel:
     """A student warm-started for another teacher: its element references are corrected by least squares on
-    the teacher's energies minus its own, so its learned interactions, scale and shift carry over unchanged."""
+    the teacher's energies minus its own, so its learned interactions, scale and shift carry over unchanged.
+    Only elements in `fit_set` are corrected: the references are buffers that training never moves."""
     prepared = Prepared.of(fit_set, model.cutoff)
     own = np.zeros(len(fit_set))
     for idx in size_batches(prepared.sizes(), 64):

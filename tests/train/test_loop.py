@@ -109,6 +109,9 @@ def test_a_student_retargeted_to_another_teacher_moves_only_its_element_referenc
     shift = (moved.element_ref - same.element_ref).double().numpy()
     for z in range(len(shift)):
         assert shift[z] == pytest.approx(offsets.get(z, 0.0), abs=2e-3)  # unseen elements (here 9...) stay put
+    # on its own teacher the student's energies are used, row by row: its references barely move, no worse fit
+    assert np.abs((same.element_ref - before["element_ref"]).numpy()).max() < 0.05
+    assert evaluate(same, data).energy_mae_per_atom <= 1.05 * error
     assert evaluate(moved, other).energy_mae_per_atom == pytest.approx(evaluate(same, data).energy_mae_per_atom,
                                                                        rel=1e-3, abs=1e-4)  # float32 references
     after = moved.state_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from deploycc.checkpoint import load_checkpoint
 from deploycc.data.teachers import get_teacher
@@ -236,9 +237,32 @@ def test_a_warm_restart_starts_from_the_checkpoint_and_refuses_another_architect
     again = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "c.pt",
                           replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt")))
     assert again.steps == 2 and load_checkpoint(tmp_path / "c.pt").metadata["online_settings"]["init"].endswith("a.pt")
-    other = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "d.pt",
-                          replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt"), new_teacher=True))
-    assert other.steps == 2 and load_checkpoint(tmp_path / "d.pt").metadata["online_settings"]["new_teacher"] is True
+
+
+
+def test_a_warm_start_from_another_teacher_refits_its_element_references(run, tmp_path):
+    from dataclasses import replace
+
+    from deploycc.checkpoint import save_checkpoint
+
+    folder, settings, _result, _ = run
+    trained = load_checkpoint(folder / "a.pt")
+    model = trained.model
+    with torch.no_grad():
+        model.element_ref[[1, 6, 7, 8]] += torch.tensor([50.0, -300.0, 120.0, 700.0])  # "another teacher"
+    save_checkpoint(model, tmp_path / "other.pt", trained.metadata)
+    shifted = trained.model.element_ref.clone()
+    ends = {}
+    for new_teacher in (False, True):
+        out = tmp_path / f"{new_teacher}.pt"
+        distil_online("emt", SMILES, preset_config("ultra-tiny"), out,
+                      replace(settings, steps=2, eval_every=1, init=str(tmp_path / "other.pt"), new_teacher=new_teacher))
+        saved = load_checkpoint(out)
+        assert saved.metadata["online_settings"]["new_teacher"] is new_teacher
+        ends[new_teacher] = saved.model.element_ref
+    assert torch.equal(ends[False], shifted)  # a plain warm restart keeps the references it was given
+    original = load_checkpoint(folder / "a.pt").model.element_ref
+    assert (ends[True] - original)[[1, 6, 7, 8]].abs().max() < 1.0  # refitted to EMT, within 1 eV of EMT's own
 
 
 def test_another_stream_samples_other_frames_of_the_same_split():
