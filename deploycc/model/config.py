@@ -38,6 +38,7 @@ PRESET_CONFIGS: dict[str, ModelConfig] = {
     "ultra-tiny": ModelConfig(hidden_dim=32, num_interactions=2, num_rbf=10),
     "metals-tiny": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12, periodic=True),
     "tiny-ani1x": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12),  # tiny, distilled from ANI-1x
+    "original-ani1x": ModelConfig(hidden_dim=128, num_interactions=3, num_rbf=20),  # original, from ANI-1x
     "metals-7net": ModelConfig(hidden_dim=64, num_interactions=2, num_rbf=12, periodic=True),  # metals-tiny, SevenNet-0
 }
 
