@@ -31,22 +31,21 @@ def main() -> None:
     from deploycc.data.teachers import get_teacher
 
     teacher = get_teacher(args.teacher)
-    frames, groups = [], []
+    frames, groups, energies, forces = [], [], [], []
     started = time.perf_counter()
     for group, path in enumerate(args.trajectories):
         images = read(path, index=":")
         if not images:
             raise SystemExit(f"{path} holds no frame")
         picks = np.unique(np.linspace(0, len(images) - 1, args.frames).round().astype(int))
-        chosen = [images[k].copy() for k in picks]
-        energies, forces = teacher.label(chosen)
-        for atoms, energy, force in zip(chosen, energies, forces):
-            atoms.info["energy"], atoms.arrays["teacher_forces"] = float(energy), np.asarray(force)
+        chosen = [images[k].copy() for k in picks]  # copies carry no calculator: from_atoms sees them unlabelled
+        labels = teacher.label(chosen)
         frames += chosen
         groups += [group] * len(chosen)
+        energies += [float(e) for e in labels[0]]
+        forces += [np.asarray(f, dtype=np.float64) for f in labels[1]]
     data = from_atoms(frames, group=np.asarray(groups))
-    data.energies = np.asarray([a.info["energy"] for a in frames])
-    data.forces = [a.arrays["teacher_forces"] for a in frames]
+    data.energies, data.forces = np.asarray(energies), forces
     if not np.isfinite(data.energies).all() or not all(np.isfinite(f).all() for f in data.forces):
         raise SystemExit("the teacher gave non-finite labels: nothing written")
     data.attrs["teacher"] = args.teacher

@@ -12,8 +12,9 @@ from deploycc.paths import calib_dir, default_calib_file
 from deploycc.verify import verify
 
 
-TEACHERS = {"tiny-ani1x": "ani1x", "original-ani1x": "ani1x", "metals-7net": "sevennet"}  # the others: xtb for molecules, emt for metals
-ELEMENTS = {"tiny-ani1x": {1, 6, 7, 8}, "original-ani1x": {1, 6, 7, 8}, "metals-7net": {13, 28, 29, 46, 47, 78, 79}}  # the others: any
+# The other presets: xtb for molecules, emt for metals, any elements.
+TEACHERS = {"tiny-ani1x": "ani1x", "original-ani1x": "ani1x", "metals-7net": "sevennet"}
+ELEMENTS = {"tiny-ani1x": {1, 6, 7, 8}, "original-ani1x": {1, 6, 7, 8}, "metals-7net": {13, 28, 29, 46, 47, 78, 79}}
 
 
 @pytest.mark.parametrize("name", sorted(PRESET_CONFIGS))
