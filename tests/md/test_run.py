@@ -9,6 +9,7 @@ import sys
 
 import ase.build
 import ase.io
+import ase.units
 import numpy as np
 import pytest
 
@@ -132,7 +133,10 @@ def test_relax_cell_reaches_zero_pressure_before_md():
     relaxed = result.relax
     assert relaxed["cell"] and relaxed["converged"]
     assert relaxed["volume_change"] < -0.03  # a = 3.70 -> ~3.58: about -9% volume
-    assert relaxed["max_stress_gpa"] < 0.1
+    # FrechetCellFilter's cell "forces" are virial / N, so converging to fmax bounds the stress by fmax * N / V
+    volume = atoms.get_volume() * (1.0 + relaxed["volume_change"])
+    bound_gpa = settings.relax_fmax * len(atoms) / volume / ase.units.GPa
+    assert 0.05 < bound_gpa < 0.2 and relaxed["max_stress_gpa"] < bound_gpa
 
 
 def test_relax_cell_refuses_a_molecule(ethanol):
