@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Online distillation of a student from ANI-1x on one CUDA GPU, in one call of about TRAIN_MINUTES + 2 minutes,
 # installing nothing: the student trains on the GPU while WORKERS CPU processes label fresh frames with the
-# ANI-1x ensemble.  Carry the wheels in .whl/ (ase, rdkit, torchani==2.2.4 and setuptools<70, all --no-deps;
-# `pip download --no-deps -d .whl ase rdkit torchani==2.2.4 'setuptools<70'`), which gpu_env.sh unpacks.
-# torchani's setuptools goes on the ANI server's path only (DEPLOYCC_ANI_PYTHON wrapper below).
+# ANI-1x ensemble.  Carry the wheels (cp312, --no-deps): ase, rdkit and vesin in .whl/, which gpu_env.sh unpacks
+# for deploycc; torchani==2.2.4, 'setuptools<70', lark-parser and importlib-metadata in .whl/ani/, which go on
+# the ANI server's path only (the DEPLOYCC_ANI_PYTHON wrapper below), so deploycc keeps the image's setuptools.
 # Usage: OUT=/tmp/out TRAIN_MINUTES=8 MODEL=tiny WORKERS=6 BATCH=64 bash lab/gpu_distil.sh
+# The run of docs/students.md (original-ani1x stage 3, on an H200 with 16 cores):
+#   TRAIN_MINUTES=6.5 MODEL=original WORKERS=14 BATCH=64 LR=5e-4 INIT=deploycc/presets/original-ani1x.pt STREAM=3
 # GFN2-xTB instead (carry the tblite and ase wheels; ~25 ms a frame per CPU core, so use every core but two):
 #   TEACHER=xtb WORKERS=14 MD_FRACTION=0 NMS_FRACTION=0.5 INIT=deploycc/presets/tiny.pt STREAM=2 bash lab/gpu_distil.sh
 set -uo pipefail
@@ -14,25 +16,28 @@ MODEL=${MODEL:-tiny}
 WORKERS=${WORKERS:-6}
 BATCH=${BATCH:-64}
 TEACHER=${TEACHER:-ani1x}
+LR=${LR:-2e-3}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu smoke-tests this script on a machine without a GPU
 mkdir -p "$OUT"
 source "$(dirname "$0")/gpu_env.sh"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt" || true
+python3 -c "import torch, rdkit, ase, vesin; print('torch', torch.__version__, 'rdkit', rdkit.__version__, 'ase', ase.__version__, 'cuda', torch.cuda.is_available(), 'cpus', __import__('os').cpu_count())"
 ANI_SITE=/tmp/ani-site
 mkdir -p "$ANI_SITE"
-if ls .whl/setuptools-*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$ANI_SITE" .whl/setuptools-*.whl .whl/torchani-*.whl
+if ls .whl/ani/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$ANI_SITE" .whl/ani/*.whl
 fi
 cat > "$OUT/ani-python" <<WRAP
 #!/usr/bin/env bash
 PYTHONPATH="$ANI_SITE:/tmp/site" exec python3 "\$@"
 WRAP
 chmod +x "$OUT/ani-python"
-export DEPLOYCC_ANI_PYTHON="$OUT/ani-python" OMP_NUM_THREADS=1
+export DEPLOYCC_ANI_PYTHON="${DEPLOYCC_ANI_PYTHON:-$OUT/ani-python}" OMP_NUM_THREADS=1
 # MD_FRACTION / NMS_FRACTION: shares of teacher-MD and normal-mode frames per batch (the rest rattled);
 # COMPILE=1 adds --compile (inductor needs triton on CUDA); BOX_EVERY=N adds a periodic water box every N batches
 # of a worker (xtb only: ANI-1x labels molecules only)
 # INIT / STREAM: a warm restart from a checkpoint of the same architecture, on a new seed stream of frames
-python3 -m deploycc distil --teacher "$TEACHER" --model "$MODEL" --out "$OUT/$MODEL-$TEACHER.pt" --device cuda \
+python3 -m deploycc distil --teacher "$TEACHER" --model "$MODEL" --out "$OUT/$MODEL-$TEACHER.pt" --device "$DEVICE" --lr "$LR" \
   $([ -n "${INIT:-}" ] && echo --init "$INIT" --stream "${STREAM:-1}") --clusters \
   --md-fraction "${MD_FRACTION:-0.5}" --nms-fraction "${NMS_FRACTION:-0}" $([ "${COMPILE:-0}" = 1 ] && echo --compile) \
   --box-every "${BOX_EVERY:-0}" --batch-size "$BATCH" --workers "$WORKERS" --steps 1000000 --max-minutes "$TRAIN_MINUTES" --eval-every 500 \

@@ -26,6 +26,7 @@ BATCH_ATOMS = 4096  # padded atoms per ensemble call (memory stays small; throug
 
 def ani1x():
     """The ANI-1x ensemble from the files shipped in the torchani 2.2.4 wheel (periodic-table indices in)."""
+    import setuptools  # noqa: F401  (Python 3.12 has no distutils; setuptools installs the shim torchani imports)
     import torchani
     from torchani import neurochem
     from torchani.aev import AEVComputer
