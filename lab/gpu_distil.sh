@@ -2,7 +2,7 @@
 # Online distillation of a student from ANI-1x on one CUDA GPU, in one call of about TRAIN_MINUTES + 2 minutes,
 # installing nothing: the student trains on the GPU while WORKERS CPU processes label fresh frames with the
 # ANI-1x ensemble.  Carry the wheels (cp312, --no-deps): ase, rdkit and vesin in .whl/, which gpu_env.sh unpacks
-# for deploycc; torchani==2.2.4, 'setuptools<70', lark-parser and importlib-metadata in .whl/ani/, which go on
+# for deploycc; torchani==2.2.4, 'setuptools<70', lark-parser, importlib-metadata and lazy-importer in .whl/ani/, which go on
 # the ANI server's path only (the DEPLOYCC_ANI_PYTHON wrapper below), so deploycc keeps the image's setuptools.
 # Usage: OUT=/tmp/out TRAIN_MINUTES=8 MODEL=tiny WORKERS=6 BATCH=64 bash lab/gpu_distil.sh
 # The run of docs/students.md (original-ani1x stage 3, on an H200 with 16 cores):
@@ -25,7 +25,7 @@ python3 -c "import torch, rdkit, ase, vesin; print('torch', torch.__version__, '
 ANI_SITE=/tmp/ani-site
 mkdir -p "$ANI_SITE"
 if ls .whl/ani/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$ANI_SITE" .whl/ani/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$ANI_SITE" .whl/ani/*.whl
 fi
 cat > "$OUT/ani-python" <<WRAP
 #!/usr/bin/env bash

@@ -27,9 +27,10 @@ def _flag_type(self: TyperOption, ctx) -> str | None:
     return None if self.is_flag else _option_type(self, ctx)
 
 
-_option_type = getattr(TyperOption.display_type_rich, "unpatched", TyperOption.display_type_rich)  # reload-safe
-_flag_type.unpatched = _option_type  # type: ignore[attr-defined]
-TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+if hasattr(TyperOption, "display_type_rich"):  # typer's private hook: other releases lack it, and keep '<bool>'
+    _option_type = getattr(TyperOption.display_type_rich, "unpatched", TyperOption.display_type_rich)  # reload-safe
+    _flag_type.unpatched = _option_type  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 def _version(value: bool) -> None:

@@ -123,7 +123,7 @@ def test_a_run_with_normal_mode_frames_mixes_them_into_every_batch(tmp_path):
 
 def test_a_batch_takes_its_normal_mode_frames_after_its_rattles():
     from deploycc.data.normal_modes import NormalModeSampler
-    from deploycc.train.online import unlabelled_batch
+    from deploycc.train.labellers import unlabelled_batch
 
     pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
     plain = rattled(pool, 2, np.random.default_rng([2, 0, 7]))  # the rattles of worker 0's batch 7, seed 2
@@ -265,24 +265,6 @@ def test_a_warm_start_from_another_teacher_refits_its_element_references(run, tm
     assert (ends[True] - original)[[1, 6, 7, 8]].abs().max() < 1.0  # refitted to EMT, within 1 eV of EMT's own
 
 
-def test_another_stream_samples_other_frames_of_the_same_split():
-    from deploycc.train.online import Labellers
-
-    settings = OnlineSettings(steps=1, batch_size=3, conformers=1, seed=2, prefetch=1)
-    molecules = split_molecules(SMILES, 2)["train"][:5]
-    firsts = []
-    for stream in (0, 1):
-        from dataclasses import replace
-
-        labellers = Labellers("emt", molecules, replace(settings, stream=stream), cutoff=5.0)
-        try:
-            firsts.append(labellers.next())
-        finally:
-            labellers.close()
-    a, b = firsts
-    assert not any(p.shape == q.shape and np.allclose(p, q) for p in a.positions for q in b.positions)
-
-
 def test_the_distil_command_trains_and_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys):
     import sys
 
@@ -318,22 +300,6 @@ def test_a_frame_the_teacher_cannot_label_is_dropped_not_the_batch():
     kinds = [mol_id for mol_id, _ in frames]
     got = labelled(get_teacher("emt"), frames, cutoff=5.0)
     assert got.group.tolist() == [k for k in kinds if k == 0] and np.isfinite(got.energies).all()
-
-
-def test_worker_errors_keep_their_kind_and_a_dead_teacher_is_one_line():
-    from deploycc.errors import MissingDependencyError
-    from deploycc.train.online import Labellers, _raised
-
-    assert isinstance(_raised("UserInputError", "x"), UserInputError)
-    assert isinstance(_raised("MissingDependencyError", "x"), MissingDependencyError)
-    assert type(_raised("bug", "Traceback ...")) is RuntimeError  # a bug keeps its traceback text
-    labellers = Labellers("no_such_module_for_tests:factory", split_molecules(SMILES, 0)["train"][:3],
-                          OnlineSettings(steps=1, batch_size=2, conformers=1), cutoff=5.0)
-    try:
-        with pytest.raises(UserInputError, match="teacher 'no_such_module_for_tests:factory' cannot be imported"):
-            labellers.next(timeout=120)
-    finally:
-        labellers.close()
 
 
 def test_a_teacher_that_labels_no_held_out_frame_is_refused_before_training(tmp_path):
@@ -397,7 +363,7 @@ def test_labelled_boxes_carry_their_cells_and_train_as_the_offline_path_does():
 
 def test_every_nth_batch_trades_one_rattle_for_a_periodic_box():
     from deploycc.train.frames import box_pool
-    from deploycc.train.online import unlabelled_batch
+    from deploycc.train.labellers import unlabelled_batch
 
     pool = conformers_of([(0, "CCO"), (1, "CN")], 1, seed=0)
     boxes = box_pool([(2, WATERS[0][0])], 1, seed=0)
