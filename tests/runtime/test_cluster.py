@@ -150,3 +150,13 @@ def test_a_scheduler_address_runs_on_that_cluster(structures, serial, tiny_check
                  distributed=Distributed(spec, str(tiny_checkpoint)))
     assert_same_file(out, serial)
     assert len(client.scheduler_info()["workers"]) == 2  # still up for others
+
+
+def test_local_workers_keep_glibcs_adaptive_mmap_threshold(client) -> None:
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers; that freezes glibc's mmap threshold and made torch
+    # teachers much slower (lab/dask_overhead.py); the local cluster unsets it, and keeps Dask's other variables.
+    import os
+
+    environs = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MKL_NUM_THREADS")})
+    assert len(environs) == 2
+    assert all(env["MALLOC_TRIM_THRESHOLD_"] is None and env["MKL_NUM_THREADS"] == "1" for env in environs.values())
