@@ -2,12 +2,15 @@
 # Online distillation of a student from ANI-1x on one CUDA GPU, in one call of about TRAIN_MINUTES + 2 minutes,
 # installing nothing: the student trains on the GPU while WORKERS CPU processes label fresh frames with the
 # ANI-1x ensemble.  Carry the wheels (cp312, --no-deps): ase, rdkit and vesin in .whl/, which gpu_env.sh unpacks
-# for deploycc; torchani==2.2.4, 'setuptools<70', lark-parser, importlib-metadata and lazy-importer in .whl/ani/, which go on
-# the ANI server's path only (the DEPLOYCC_ANI_PYTHON wrapper below), so deploycc keeps the image's setuptools.
+# for deploycc; torchani==2.2.4, 'setuptools<70', lark-parser, importlib-metadata and lazy-importer in .whl/ani/,
+# which go on the ANI server's path only (the DEPLOYCC_ANI_PYTHON wrapper below), so deploycc keeps the image's
+# setuptools.  The checkpoint is written about TRAIN_MINUTES + 1.5 minutes after the call starts (wheels, held-out
+# labelling, the workers' first batches): keep TRAIN_MINUTES <= 7 in a 600 s call.
 # Usage: OUT=/tmp/out TRAIN_MINUTES=8 MODEL=tiny WORKERS=6 BATCH=64 bash lab/gpu_distil.sh
 # The run of docs/students.md (original-ani1x stage 3, on an H200 with 16 cores):
 #   TRAIN_MINUTES=6.5 MODEL=original WORKERS=14 BATCH=64 LR=5e-4 INIT=deploycc/presets/original-ani1x.pt STREAM=3
-# GFN2-xTB instead (carry the tblite and ase wheels; ~25 ms a frame per CPU core, so use every core but two):
+# GFN2-xTB instead (carry ase, rdkit, vesin, tblite, cffi and pycparser in .whl/, about 43 MB, no .whl/ani/;
+# ~25 ms a frame per CPU core, so use every core but two):
 #   TEACHER=xtb WORKERS=14 MD_FRACTION=0 NMS_FRACTION=0.5 INIT=deploycc/presets/tiny.pt STREAM=2 bash lab/gpu_distil.sh
 set -uo pipefail
 OUT=${OUT:-artifacts/gpu-distil}
