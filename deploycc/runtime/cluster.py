@@ -24,7 +24,10 @@ from ..errors import MissingDependencyError, UserInputError
 IN_FLIGHT_PER_WORKER = 2  # queued tasks per worker: keeps every worker busy, bounds the memory of results
 RETRIES = 2  # reruns of a task that raised (a lost worker's tasks are rerun by the scheduler regardless)
 CONNECT_TIMEOUT = "10s"  # to reach a remote scheduler
-PRE_SPAWN = "distributed.nanny.pre-spawn-environ"  # what a nanny sets before it starts its worker process
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_ before it starts a worker; setting it at all freezes glibc's mmap
+# threshold at 128 KiB, so every larger tensor of a torch teacher or student is a fresh mmap with its page faults
+# (lab/dask_overhead.py, docs/distributed.md). None unsets it and leaves Dask's other variables.
+UNSET_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,6 @@ def parse_cluster(spec: str) -> ClusterSpec:
                          "(a running Dask scheduler)")
 
 
-def worker_pre_spawn_environ(environ: dict[str, Any]) -> dict[str, Any]:
-    """Dask's pre-spawn environment without its MALLOC_TRIM_THRESHOLD_ (None unsets it): setting that variable
-    freezes glibc's mmap threshold at 128 KiB, so every larger tensor of a torch teacher or student is a fresh
-    mmap with its page faults (lab/dask_overhead.py and docs/distributed.md have the measurements)."""
-    return {**environ, "MALLOC_TRIM_THRESHOLD_": None}
-
-
 def _worker_env(workers: int) -> dict[str, str]:
     """Threads and memory budget of each local worker: the machine's cores and half its free memory,
     shared out, so N workers do not oversubscribe what one process would use."""
@@ -82,7 +78,7 @@ def dask_client(spec: ClusterSpec) -> Iterator[Any]:
     if spec.local:
         import dask
 
-        with dask.config.set({PRE_SPAWN: worker_pre_spawn_environ(dask.config.get(PRE_SPAWN, {}))}):
+        with dask.config.set(UNSET_MALLOC_TRIM):
             cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.ERROR,
                                    env=_worker_env(spec.workers))
