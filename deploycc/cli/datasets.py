@@ -1,5 +1,5 @@
-"""Verbs that make data and students: `models`, `data generate`, `data metals`, `data boxes`, `data import`, `train`,
-`distil`."""
+"""Verbs that make data and students: `models`, `data generate`, `data metals`, `data boxes`, `data merge`,
+`data import`, `train`, `distil`."""
 
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ def data_metals(
     md_interval: int = typer.Option(5, help="teacher-MD steps (2 fs) between kept frames"),
     max_atoms: Optional[int] = typer.Option(None, help="small cells of 32 to N atoms, nanoparticles of 38-55 (N >= "
                                                        "32; default: 32-200): more systems per teacher-second"),
+    alloy_fraction: str = typer.Option("0.1:0.5", help="MIN:MAX share of an alloy's second element (at most 0.5)"),
     seed: int = typer.Option(0),
     workers: int = typer.Option(1, help="labelling processes on this machine, one thread each (same dataset for "
                                         "a seed)"),
@@ -118,7 +119,7 @@ def data_metals(
                                                      "a running scheduler (same dataset for a seed)"),
 ) -> None:
     """Periodic metals (Al Cu Ag Au Ni Pd Pt: bulk, alloys, strain, vacancies, slabs, MD), 32-200 atoms."""
-    from ..data.metals import MetalsSettings, generate_metals, systems
+    from ..data.metals import MetalsSettings, generate_metals, parse_fraction_range, systems
     from ..data.schema import write_h5
     from ..data.teachers import get_teacher
     from ..paths import check_output_file
@@ -130,13 +131,14 @@ def data_metals(
     for flag, count, least in counts + more:
         if count < least:
             raise UserInputError(f"{flag} must be at least {least}, got {count}")
+    fraction_range = parse_fraction_range(alloy_fraction)
     check_output_file(out, "--out")
     spec = parse_cluster(cluster) if cluster is not None else None
     chosen = get_teacher(teacher)
     chosen.make_calculator()  # fail early (and clearly) if the teacher is not installed
     settings = MetalsSettings(bulk=bulk, alloys=alloys, vacancies=vacancies, slabs=slabs, clusters=clusters,
                               rattles=rattles, md_frames=md_frames, md_interval=md_interval, seed=seed,
-                              max_atoms=max_atoms)
+                              max_atoms=max_atoms, alloy_fraction=fraction_range)
     total = sum(1 for _ in systems(settings))
     with progress() as bar:
         task = bar.add_task(f"labelling with {chosen.name}", total=total)
@@ -184,6 +186,23 @@ def data_boxes(
     print_label_report(report, out, data)
 
 
+@data_app.command("merge")
+def data_merge(
+    sources: list[Path] = typer.Argument(..., help="deploycc HDF5 datasets of one teacher, in order"),
+    out: Path = typer.Option(..., help="HDF5 file to write (none of the inputs)"),
+) -> None:
+    """Merge datasets into one: groups kept apart, each input's train/val/test splits kept."""
+    from ..data.merge import merge_datasets
+    from ..data.schema import read_h5, write_h5
+    from ..paths import check_output_file
+
+    check_output_file(out, "--out", inputs=tuple(sources))
+    merged = merge_datasets([read_h5(source) for source in sources], [str(source) for source in sources])
+    write_h5(merged, out)
+    splits = ", ".join(f"{name} {len(idx)}" for name, idx in merged.splits.items())
+    console.print(f"wrote {len(merged)} structures of {len(sources)} datasets to {out} ({splits})")
+
+
 @data_app.command("import")
 def data_import(
     source: Path = typer.Argument(..., help="any ASE-readable labelled file (extxyz, ASE database, ...)"),
@@ -222,6 +241,8 @@ def train_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     resume: bool = typer.Option(False, help="continue from the training state saved beside --out"),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    init: Optional[str] = typer.Option(None, help="start from this checkpoint or preset (same architecture): a "
+                                                  "warm restart on new data"),
 ) -> None:
     """Distil a student from the dataset's teacher labels and save a checkpoint."""
     from ..model import preset_config
@@ -229,7 +250,7 @@ def train_cmd(
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, energy_weight=energy_weight,
                              force_weight=force_weight, angular_weight=angular_weight, patience=patience,
-                             max_minutes=max_minutes, seed=seed, device=device, compile=compile)
+                             max_minutes=max_minutes, seed=seed, device=device, compile=compile, init=init)
 
     def report(record: dict) -> None:
         console.print(f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  val E {1000 * record['val_energy_mae']:.2f} "

@@ -38,6 +38,19 @@ class MetalsSettings:
     md_interval: int = 5  # teacher-MD steps (2 fs) between kept frames
     seed: int = 0
     max_atoms: int | None = None  # None: the standard 32-200 atom cells; else small cells of 32 to max_atoms
+    alloy_fraction: tuple[float, float] = (0.1, 0.5)  # share of an alloy's second element, drawn uniformly
+
+
+def parse_fraction_range(text: str) -> tuple[float, float]:
+    """`MIN:MAX` of `--alloy-fraction` as two floats with 0 < MIN <= MAX <= 0.5; else one line."""
+    parts = text.split(":")
+    try:
+        low, high = (float(p) for p in parts) if len(parts) == 2 else (float("nan"), float("nan"))
+    except ValueError:
+        low = high = float("nan")
+    if not (0.0 < low <= high <= 0.5):
+        raise UserInputError(f"--alloy-fraction must be MIN:MAX with 0 < MIN <= MAX <= 0.5, got {text!r}")
+    return low, high
 
 
 def _lattice_constant(symbol: str) -> float:
@@ -90,10 +103,10 @@ def _strain(atoms, rng: np.random.Generator, scale: float = 0.04):
     return atoms
 
 
-def _alloy(rng: np.random.Generator, max_atoms: int | None = None):
-    """A random binary fcc alloy at the Vegard lattice constant."""
+def _alloy(rng: np.random.Generator, max_atoms: int | None = None, fraction_range: tuple[float, float] = (0.1, 0.5)):
+    """A random binary fcc alloy at the Vegard lattice constant, `fraction_range` of it the second element."""
     first, second = rng.choice(METALS, size=2, replace=False)
-    fraction = rng.uniform(0.1, 0.5)
+    fraction = rng.uniform(*fraction_range)
     a = (1 - fraction) * _lattice_constant(first) + fraction * _lattice_constant(second)
     atoms = _bulk(first, "fcc", rng, a=a, max_atoms=max_atoms)
     swap = rng.random(len(atoms)) < fraction
@@ -150,7 +163,8 @@ def systems(settings: MetalsSettings) -> Iterator[tuple[str, object]]:
         for k in range(settings.bulk):
             kind = ("fcc", "bcc", "hcp")[k % 3]
             yield f"{symbol}-{kind}-{k}", _strain(_bulk(symbol, kind, rng, max_atoms=settings.max_atoms), rng)
-    makers: list[tuple[str, int, Callable]] = [("alloy", settings.alloys, _alloy),
+    alloy = lambda r, m: _alloy(r, m, settings.alloy_fraction)  # noqa: E731
+    makers: list[tuple[str, int, Callable]] = [("alloy", settings.alloys, alloy),
                                                ("vacancy", settings.vacancies, _vacancy),
                                                ("slab", settings.slabs, _slab), ("cluster", settings.clusters, _cluster)]
     for name, count, make in makers:

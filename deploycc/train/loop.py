@@ -45,6 +45,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "cpu"
     compile: bool = False  # energies and their gradient from one torch.compile'd function (train/compiled.py)
+    init: str | None = None  # start from this checkpoint's weights (same architecture): a warm restart
 
     def check(self) -> None:
         """Refuse settings outside their domain (one line)."""
@@ -123,17 +124,40 @@ def load_dataset(data_path: Path, config: ModelConfig) -> Structures:
     return data
 
 
+def training_config(config: ModelConfig, train_set: Structures) -> ModelConfig:
+    """`config`, marked periodic when the training split holds periodic cells (recorded in the checkpoint:
+    parity then defaults to the periodic calibration set)."""
+    if train_set.pbc is not None and np.any(train_set.pbc) and not config.periodic:
+        return replace(config, periodic=True)
+    return config
+
+
 def initial_model(config: ModelConfig, train_set: Structures, device: str) -> StudentModel:
     """A fresh student with element references, scale and shift fitted on the training split."""
-    if train_set.pbc is not None and np.any(train_set.pbc) and not config.periodic:
-        config = replace(config, periodic=True)  # recorded: parity then defaults to the periodic calibration set
-    model = StudentModel(config)
+    model = StudentModel(training_config(config, train_set))
     refs = fit_element_references(train_set, config.max_z)
     scale, shift = fit_scale_shift(train_set, refs)
     model.element_ref.copy_(torch.tensor(refs, dtype=torch.float32))
     model.scale.fill_(scale)
     model.shift.fill_(shift)
     return model.to(device)
+
+
+def warm_start(source: str, config: ModelConfig, device: str, train_set: Structures | None = None) -> StudentModel:
+    """The weights (normalisation included) of checkpoint `source`, whose architecture must be `config`; refused
+    when `train_set` holds elements the checkpoint never trained on (their reference energies were never fitted)."""
+    from ..checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(source)
+    if checkpoint.config != config:
+        raise UserInputError(f"--init {source} is a {checkpoint.config} model, not the {config} being trained")
+    known = checkpoint.elements
+    if train_set is not None and known is not None:
+        unseen = sorted({int(z) for numbers in train_set.numbers for z in numbers} - set(known))
+        if unseen:
+            raise UserInputError(f"--init {source} never trained on element(s) Z={unseen} of this dataset; "
+                                 "train from scratch instead")
+    return checkpoint.model.to(device)
 
 
 def retarget_references(model: StudentModel, fit_set: Structures, device: str) -> StudentModel:
@@ -254,7 +278,10 @@ def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConf
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     train_set, val_set, test_set = data.split("train"), data.split("val"), data.split("test")
-    model = initial_model(config, train_set, s.device)
+    if s.init:
+        model = warm_start(s.init, training_config(config, train_set), s.device, train_set)
+    else:
+        model = initial_model(config, train_set, s.device)
     distributed.sync_model(model, ctx)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     run = _Run(model, optimiser, EMA(model, s.ema_decay))

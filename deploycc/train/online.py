@@ -35,7 +35,7 @@ from .frames import (Frames, add_train_only, box_pool, box_split, check_boxes, c
                      write_splits)
 from .label_pool import PooledTeacher
 from .labellers import Labellers
-from .loop import EMA, initial_model, retarget_references
+from .loop import EMA, initial_model, retarget_references, warm_start
 from .online_settings import OnlineSettings
 
 def molecule_file() -> Path:
@@ -112,7 +112,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
     check_boxes(teacher, molecules["train"], s.box_every)
-    start = _warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
+    start = warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
     cutoff = config.cutoff
     with held_out_teacher(teacher, s.workers) as labeller:
         val, test, test_md = held_out(labeller, molecules, s, cutoff)
@@ -218,16 +218,6 @@ def _metadata(teacher_name: str, molecule_count: tuple[int, int, int], frames: S
             "elements": sorted({int(z) for f in frames for numbers in f.numbers for z in numbers}),
             "online_settings": asdict(s), "history": history, "train_minutes": seconds / 60.0,
             "library_versions": library_versions()}
-
-
-def _warm_start(source: str, config: ModelConfig, device: str) -> StudentModel:
-    """The weights (normalisation included) of a checkpoint whose architecture is `config`."""
-    from ..checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(source)
-    if checkpoint.config != config:
-        raise UserInputError(f"--init {source} is a {checkpoint.config} model, not the {config} being trained")
-    return checkpoint.model.to(device)
 
 
 def _compiled(model: StudentModel) -> Any:

@@ -114,6 +114,28 @@ def test_small_metal_cells_stay_within_max_atoms_and_the_standard_ones_do_not():
     assert max(standard) > 100 and np.mean(standard) > 1.5 * np.mean(small)
 
 
+def test_alloy_fraction_sets_the_share_of_the_second_element_and_the_default_keeps_the_dataset():
+    from deploycc.data.metals import MetalsSettings, parse_fraction_range, systems
+
+    def minority_shares(settings: MetalsSettings) -> list[float]:
+        shares = []
+        for _, atoms in systems(settings):
+            symbols = atoms.get_chemical_symbols()
+            shares.append(min(symbols.count(s) for s in set(symbols)) / len(symbols))
+        return shares
+
+    counts = dict(bulk=0, alloys=60, vacancies=0, slabs=0, clusters=0, max_atoms=64, seed=3)
+    concentrated = minority_shares(MetalsSettings(**counts, alloy_fraction=parse_fraction_range("0.45:0.5")))
+    dilute = minority_shares(MetalsSettings(**counts, alloy_fraction=parse_fraction_range("0.1:0.15")))
+    assert np.median(concentrated) > 0.38 and np.median(dilute) < 0.2  # per-atom draws spread around the target
+    default = [a.positions for _, a in systems(MetalsSettings(**SMALL_METALS))]
+    explicit = [a.positions for _, a in systems(MetalsSettings(**SMALL_METALS, alloy_fraction=(0.1, 0.5)))]
+    assert all(np.array_equal(a, b) for a, b in zip(default, explicit))
+    for bad in ("0.5:0.3", "0:0.5", "0.2:0.6", "0.3", "a:b", "nan:0.4"):
+        with pytest.raises(UserInputError, match="--alloy-fraction"):
+            parse_fraction_range(bad)
+
+
 def test_a_metals_dataset_is_the_same_for_any_number_of_workers():
     from deploycc.data.metals import MetalsSettings, generate_metals
 

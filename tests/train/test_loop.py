@@ -170,3 +170,25 @@ def test_periodic_data_trains_with_any_preset(preset, tmp_path, periodic_calib_f
     assert replace(checkpoint.config, periodic=False) == replace(config, periodic=False)  # only that changed
     assert np.isfinite(checkpoint.metadata["test_metrics"]["force_rmse"])
     assert set(checkpoint.metadata["elements"]) <= {13, 29, 79} and checkpoint.metadata["elements"]
+
+
+def test_init_starts_from_the_checkpoint_and_refuses_another_architecture_or_new_elements(dataset, tmp_path):
+    first = train(dataset, ULTRA, tmp_path / "first.pt", TrainSettings(epochs=4, batch_size=4, lr=3e-3, warmup_steps=5))
+    frozen = TrainSettings(epochs=1, batch_size=4, lr=1e-12, warmup_steps=1, seed=7)  # the weights cannot move
+    warm = train(dataset, ULTRA, tmp_path / "warm.pt", replace(frozen, init=str(tmp_path / "first.pt")))
+    cold = train(dataset, ULTRA, tmp_path / "cold.pt", frozen)
+    start = load_checkpoint(tmp_path / "first.pt").model.state_dict()
+    for name, value in load_checkpoint(tmp_path / "warm.pt").model.state_dict().items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=1e-6)
+    assert warm.test.force_rmse == pytest.approx(first.test.force_rmse, rel=1e-4)
+    cold_state = load_checkpoint(tmp_path / "cold.pt").model.state_dict()
+    assert max(float((cold_state[name] - start[name]).abs().max()) for name in start) > 1e-2  # not equal by chance
+    assert cold.test.force_rmse != pytest.approx(warm.test.force_rmse, rel=1e-4)
+    assert load_checkpoint(tmp_path / "warm.pt").metadata["train_settings"]["init"] == str(tmp_path / "first.pt")
+    with pytest.raises(UserInputError, match="--init .* not the"):
+        train(dataset, PRESET_CONFIGS["tiny"], tmp_path / "x.pt", replace(frozen, init=str(tmp_path / "first.pt")))
+    data = read_h5(dataset)
+    data.numbers[int(data.splits["train"][0])][0] = 16  # sulphur: never in the first run's training split
+    write_h5(data, tmp_path / "with-s.h5")
+    with pytest.raises(UserInputError, match=r"never trained on element\(s\) Z=\[16\]"):
+        train(tmp_path / "with-s.h5", ULTRA, tmp_path / "x.pt", replace(frozen, init=str(tmp_path / "first.pt")))

@@ -227,13 +227,13 @@ def test_a_warm_restart_starts_from_the_checkpoint_and_refuses_another_architect
     folder, settings, _result, _ = run
     from dataclasses import replace
 
-    from deploycc.train.online import _warm_start
+    from deploycc.train.loop import warm_start
 
-    start = _warm_start(str(folder / "a.pt"), preset_config("ultra-tiny"), "cpu")
+    start = warm_start(str(folder / "a.pt"), preset_config("ultra-tiny"), "cpu")
     saved = load_checkpoint(folder / "a.pt").model.state_dict()
     assert all(np.array_equal(v.numpy(), saved[k].numpy()) for k, v in start.state_dict().items())
     with pytest.raises(UserInputError, match="--init .* is a .* model, not the"):
-        _warm_start(str(folder / "a.pt"), preset_config("tiny"), "cpu")
+        warm_start(str(folder / "a.pt"), preset_config("tiny"), "cpu")
     again = distil_online("emt", SMILES, preset_config("ultra-tiny"), tmp_path / "c.pt",
                           replace(settings, steps=2, eval_every=1, init=str(folder / "a.pt")))
     assert again.steps == 2 and load_checkpoint(tmp_path / "c.pt").metadata["online_settings"]["init"].endswith("a.pt")
