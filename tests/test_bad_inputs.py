@@ -772,3 +772,44 @@ def test_b67_manifest_naming_an_unknown_target(cli, artifact_copy, calib_file):
     (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
     cli_error(cli("verify", artifact_copy, "--data", calib_file), USER,
               f"{artifact_copy / 'manifest.json'}: target 'tensorflow' is not one this deploycc knows")
+
+
+def _labelled_file(path: Path, teacher: str, elements: tuple[int, ...] = (1, 6, 8), count: int = 12) -> Path:
+    from deploycc.data.schema import Structures, write_h5
+
+    rng = np.random.default_rng(len(str(path)))
+    mols = [random_molecule(rng, 5) for _ in range(count)]
+    numbers = [np.asarray(rng.choice(elements, len(z))) for z, _ in mols]
+    data = Structures(numbers=numbers, positions=[r for _, r in mols], energies=rng.normal(size=count),
+                      forces=[rng.normal(size=(len(z), 3)) for z in numbers], group=np.arange(count),
+                      splits={"train": np.arange(8), "val": np.arange(8, 10), "test": np.arange(10, 12)},
+                      attrs={"teacher": teacher})
+    write_h5(data, path)
+    return path
+
+
+def test_b96_alloy_fraction_outside_its_range(cli, tmp_path):
+    for bad in ("0.5:0.3", "0.2:0.7", "half"):
+        cli_error(cli("data", "metals", "--out", tmp_path / "m.h5", "--alloy-fraction", bad), USER,
+                  "--alloy-fraction must be MIN:MAX with 0 < MIN <= MAX <= 0.5", repr(bad))
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_b97_merging_two_teachers_or_into_an_input(cli, tmp_path):
+    a, b = _labelled_file(tmp_path / "a.h5", "emt"), _labelled_file(tmp_path / "b.h5", "xtb")
+    cli_error(cli("data", "merge", a, b, "--out", tmp_path / "ab.h5"), USER,
+              f"{b} was labelled by 'xtb', {a} by 'emt': merge datasets of one teacher")
+    assert not (tmp_path / "ab.h5").exists()
+    before = a.read_bytes()
+    cli_error(cli("data", "merge", a, b, "--out", a), USER, f"--out {a} is an input of this command")
+    assert a.read_bytes() == before
+
+
+def test_b98_train_init_of_another_architecture_or_without_the_datasets_elements(cli, tmp_path):
+    plain = _labelled_file(tmp_path / "d.h5", "emt")
+    cli_error(cli("train", "--data", plain, "--model", "tiny", "--init", "ultra-tiny", "--out", tmp_path / "s.pt"),
+              USER, "--init ultra-tiny is a ModelConfig(hidden_dim=32", "not the ModelConfig(hidden_dim=64")
+    gold = _labelled_file(tmp_path / "gold.h5", "emt", elements=(1, 6, 79))
+    cli_error(cli("train", "--data", gold, "--model", "tiny", "--init", "tiny", "--out", tmp_path / "s.pt"),
+              USER, "--init tiny never trained on element(s) Z=[79] of this dataset")
+    assert not (tmp_path / "s.pt").exists()
