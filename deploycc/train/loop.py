@@ -350,6 +350,10 @@ def _finish(run: _Run, data: Structures, data_path: Path, train_set: Structures,
         "train_minutes": seconds / 60.0,
         "library_versions": library_versions(),
     }
+    if settings.init:
+        from ..checkpoint import load_checkpoint
+
+        metadata["init_sha256"] = load_checkpoint(settings.init).sha256  # a preset name alone does not say which
     model.cpu()
     sha = save_checkpoint(model, out, metadata) if ctx.is_main else ""
     sha = str(distributed.share(sha, ctx))  # the other ranks wait for the checkpoint

@@ -185,6 +185,8 @@ def test_init_starts_from_the_checkpoint_and_refuses_another_architecture_or_new
     assert max(float((cold_state[name] - start[name]).abs().max()) for name in start) > 1e-2  # not equal by chance
     assert cold.test.force_rmse != pytest.approx(warm.test.force_rmse, rel=1e-4)
     assert load_checkpoint(tmp_path / "warm.pt").metadata["train_settings"]["init"] == str(tmp_path / "first.pt")
+    assert load_checkpoint(tmp_path / "warm.pt").metadata["init_sha256"] == first.sha256
+    assert "init_sha256" not in load_checkpoint(tmp_path / "cold.pt").metadata
     with pytest.raises(UserInputError, match="--init .* not the"):
         train(dataset, PRESET_CONFIGS["tiny"], tmp_path / "x.pt", replace(frozen, init=str(tmp_path / "first.pt")))
     data = read_h5(dataset)
