@@ -1,4 +1,4 @@
-"""One dataset of several: structures concatenated, groups renumbered apart, each input's splits kept."""
+"""One dataset of several: structures concatenated, groups shifted apart, each input's splits kept."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from .schema import Structures
 
 def merge_datasets(parts: Sequence[Structures], sources: Sequence[str]) -> Structures:
     """`parts` in order as one dataset.  The first part keeps its group numbers; each later part's are shifted
-    past the previous parts' so that no two parts share a group, and each split is the union of the parts' splits (A's test + B's test, ...), so a
-    split by molecule or system stays one.  Refused in one line when the parts' teachers differ or some carry
-    labels and others do not."""
+    past the previous parts' so that no two parts share a group, and each split is the union of the parts'
+    splits (A's test + B's test, ...), so a split by molecule or system stays one.  Refused in one line when the
+    parts' teachers differ or some carry labels and others do not."""
     if len(parts) < 2:
         raise UserInputError("data merge needs at least two datasets")
     _check_compatible(parts, sources)

@@ -143,13 +143,17 @@ def initial_model(config: ModelConfig, train_set: Structures, device: str) -> St
     return model.to(device)
 
 
-def warm_start(source: str, config: ModelConfig, device: str, train_set: Structures | None = None) -> StudentModel:
-    """The weights (normalisation included) of checkpoint `source`, whose architecture must be `config`; refused
-    when `train_set` holds elements the checkpoint never trained on (their reference energies were never fitted)."""
+def warm_start(source: str, config: ModelConfig, device: str,
+               train_set: Structures | None = None) -> StudentModel:
+    """The weights (normalisation included) of checkpoint `source`, whose architecture must be `config`'s (a
+    molecular student may go on to periodic data: it is then marked periodic, as `training_config` would);
+    refused when `train_set` holds elements the checkpoint never trained on (their reference energies were
+    never fitted)."""
     from ..checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(source)
-    if checkpoint.config != config:
+    model = checkpoint.model
+    if replace(checkpoint.config, periodic=config.periodic) != config:
         raise UserInputError(f"--init {source} is a {checkpoint.config} model, not the {config} being trained")
     known = checkpoint.elements
     if train_set is not None and known is not None:
@@ -157,7 +161,9 @@ def warm_start(source: str, config: ModelConfig, device: str, train_set: Structu
         if unseen:
             raise UserInputError(f"--init {source} never trained on element(s) Z={unseen} of this dataset; "
                                  "train from scratch instead")
-    return checkpoint.model.to(device)
+    if config.periodic and not model.config.periodic:
+        model.config = config
+    return model.to(device)
 
 
 def retarget_references(model: StudentModel, fit_set: Structures, device: str) -> StudentModel:

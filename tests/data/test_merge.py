@@ -12,7 +12,8 @@ from deploycc.errors import UserInputError
 def _dataset(count: int, seed: int, periodic: bool = False, teacher: str = "emt") -> Structures:
     rng = np.random.default_rng(seed)
     sizes = rng.integers(2, 6, count)
-    data = Structures(numbers=[rng.integers(1, 9, n) for n in sizes], positions=[rng.normal(0, 2, (n, 3)) for n in sizes],
+    data = Structures(numbers=[rng.integers(1, 9, n) for n in sizes],
+                      positions=[rng.normal(0, 2, (n, 3)) for n in sizes],
                       energies=rng.normal(size=count), forces=[rng.normal(size=(n, 3)) for n in sizes],
                       cells=np.tile(8.0 * np.eye(3), (count, 1, 1)) if periodic else None,
                       pbc=np.ones((count, 3), dtype=bool) if periodic else None,

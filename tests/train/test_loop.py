@@ -194,3 +194,17 @@ def test_init_starts_from_the_checkpoint_and_refuses_another_architecture_or_new
     write_h5(data, tmp_path / "with-s.h5")
     with pytest.raises(UserInputError, match=r"never trained on element\(s\) Z=\[16\]"):
         train(tmp_path / "with-s.h5", ULTRA, tmp_path / "x.pt", replace(frozen, init=str(tmp_path / "first.pt")))
+
+
+def test_a_molecular_checkpoint_warm_started_on_periodic_data_is_marked_periodic(tmp_path):
+    from deploycc.checkpoint import save_checkpoint
+    from deploycc.train.loop import warm_start
+
+    molecular = initial_model(ULTRA, read_h5(write_labelled(tmp_path / "d.h5")), "cpu")
+    save_checkpoint(molecular, tmp_path / "mol.pt", {"teacher": "test"})
+    started = warm_start(str(tmp_path / "mol.pt"), replace(ULTRA, periodic=True), "cpu")
+    assert started.config.periodic and not ULTRA.periodic
+    saved = molecular.state_dict()
+    assert all(torch.equal(value, saved[name]) for name, value in started.state_dict().items())
+    with pytest.raises(UserInputError, match="--init"):
+        warm_start(str(tmp_path / "mol.pt"), replace(PRESET_CONFIGS["tiny"], periodic=True), "cpu")
