@@ -10,6 +10,7 @@ its systems are shared among worker processes (`--workers`) or Dask workers (`--
 from __future__ import annotations
 
 import time
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -43,10 +44,9 @@ class MetalsSettings:
 
 def parse_fraction_range(text: str) -> tuple[float, float]:
     """`MIN:MAX` of `--alloy-fraction` as two floats with 0 < MIN <= MAX <= 0.5; else one line."""
-    parts = text.split(":")
     try:
-        low, high = (float(p) for p in parts) if len(parts) == 2 else (float("nan"), float("nan"))
-    except ValueError:
+        low, high = map(float, text.split(":"))
+    except ValueError:  # not two numbers
         low = high = float("nan")
     if not (0.0 < low <= high <= 0.5):
         raise UserInputError(f"--alloy-fraction must be MIN:MAX with 0 < MIN <= MAX <= 0.5, got {text!r}")
@@ -163,7 +163,7 @@ def systems(settings: MetalsSettings) -> Iterator[tuple[str, object]]:
         for k in range(settings.bulk):
             kind = ("fcc", "bcc", "hcp")[k % 3]
             yield f"{symbol}-{kind}-{k}", _strain(_bulk(symbol, kind, rng, max_atoms=settings.max_atoms), rng)
-    alloy = lambda r, m: _alloy(r, m, settings.alloy_fraction)  # noqa: E731
+    alloy = partial(_alloy, fraction_range=settings.alloy_fraction)
     makers: list[tuple[str, int, Callable]] = [("alloy", settings.alloys, alloy),
                                                ("vacancy", settings.vacancies, _vacancy),
                                                ("slab", settings.slabs, _slab), ("cluster", settings.clusters, _cluster)]

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
-from ..checkpoint import file_sha256, save_checkpoint
+from ..checkpoint import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from ..data.schema import Structures, read_h5
 from ..errors import UserInputError
 from ..model import ModelConfig, StudentModel
@@ -143,16 +143,11 @@ def initial_model(config: ModelConfig, train_set: Structures, device: str) -> St
     return model.to(device)
 
 
-def warm_start(source: str, config: ModelConfig, device: str,
-               train_set: Structures | None = None) -> StudentModel:
-    """The weights (normalisation included) of checkpoint `source`, whose architecture must be `config`'s (a
-    molecular student may go on to periodic data: it is then marked periodic, as `training_config` would);
-    refused when `train_set` holds elements the checkpoint never trained on (their reference energies were
-    never fitted)."""
-    from ..checkpoint import load_checkpoint
-
+def warm_start(source: str, config: ModelConfig, device: str, train_set: Structures | None = None) -> Checkpoint:
+    """Checkpoint `source`, its model on `device`, whose architecture must be `config`'s (a molecular student
+    may go on to periodic data: it is then marked periodic, as `training_config` would); refused when
+    `train_set` holds elements the checkpoint never trained on (their reference energies were never fitted)."""
     checkpoint = load_checkpoint(source)
-    model = checkpoint.model
     if replace(checkpoint.config, periodic=config.periodic) != config:
         raise UserInputError(f"--init {source} is a {checkpoint.config} model, not the {config} being trained")
     known = checkpoint.elements
@@ -161,9 +156,10 @@ def warm_start(source: str, config: ModelConfig, device: str,
         if unseen:
             raise UserInputError(f"--init {source} never trained on element(s) Z={unseen} of this dataset; "
                                  "train from scratch instead")
-    if config.periodic and not model.config.periodic:
-        model.config = config
-    return model.to(device)
+    if config.periodic and not checkpoint.model.config.periodic:
+        checkpoint.model.config = config
+    checkpoint.model.to(device)
+    return checkpoint
 
 
 def retarget_references(model: StudentModel, fit_set: Structures, device: str) -> StudentModel:
@@ -195,6 +191,7 @@ class _Run:
     best_state: dict[str, torch.Tensor] | None = None
     stale: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    init_sha256: str | None = None  # the checkpoint a warm restart began from (not resume state)
 
     def save(self, path: Path, raw_state: dict[str, torch.Tensor]) -> None:
         torch.save({"model": raw_state, "optimiser": self.optimiser.state_dict(), "ema": self.ema.shadow,
@@ -284,13 +281,11 @@ def _train_in(ctx: Context, data: Structures, data_path: Path, config: ModelConf
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     train_set, val_set, test_set = data.split("train"), data.split("val"), data.split("test")
-    if s.init:
-        model = warm_start(s.init, training_config(config, train_set), s.device, train_set)
-    else:
-        model = initial_model(config, train_set, s.device)
+    start = warm_start(s.init, training_config(config, train_set), s.device, train_set) if s.init else None
+    model = start.model if start is not None else initial_model(config, train_set, s.device)
     distributed.sync_model(model, ctx)
     optimiser = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    run = _Run(model, optimiser, EMA(model, s.ema_decay))
+    run = _Run(model, optimiser, EMA(model, s.ema_decay), init_sha256=start.sha256 if start is not None else None)
     compiled = _compiled(model, s, ctx)
     if resume and _restore(run, _state_path(out), ctx):
         rng = np.random.default_rng(s.seed + run.epoch)
@@ -356,10 +351,8 @@ def _finish(run: _Run, data: Structures, data_path: Path, train_set: Structures,
         "train_minutes": seconds / 60.0,
         "library_versions": library_versions(),
     }
-    if settings.init:
-        from ..checkpoint import load_checkpoint
-
-        metadata["init_sha256"] = load_checkpoint(settings.init).sha256  # a preset name alone does not say which
+    if run.init_sha256:
+        metadata["init_sha256"] = run.init_sha256  # a preset name alone does not say which weights
     model.cpu()
     sha = save_checkpoint(model, out, metadata) if ctx.is_main else ""
     sha = str(distributed.share(sha, ctx))  # the other ranks wait for the checkpoint

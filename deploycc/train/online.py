@@ -112,7 +112,7 @@ def distil_online(teacher_name: str, smiles: Sequence[tuple[str, str]], config: 
     if not molecules.get("train") or not molecules.get("val") or not molecules.get("test"):
         raise UserInputError(f"online distillation needs molecules for train, val and test; got {len(smiles)}")
     check_boxes(teacher, molecules["train"], s.box_every)
-    start = warm_start(s.init, config, s.device) if s.init else None  # a bad --init: one line, before any work
+    start = warm_start(s.init, config, s.device).model if s.init else None  # a bad --init: one line, before any work
     cutoff = config.cutoff
     with held_out_teacher(teacher, s.workers) as labeller:
         val, test, test_md = held_out(labeller, molecules, s, cutoff)

@@ -202,7 +202,7 @@ def test_a_molecular_checkpoint_warm_started_on_periodic_data_is_marked_periodic
 
     molecular = initial_model(ULTRA, read_h5(write_labelled(tmp_path / "d.h5")), "cpu")
     save_checkpoint(molecular, tmp_path / "mol.pt", {"teacher": "test"})
-    started = warm_start(str(tmp_path / "mol.pt"), replace(ULTRA, periodic=True), "cpu")
+    started = warm_start(str(tmp_path / "mol.pt"), replace(ULTRA, periodic=True), "cpu").model
     assert started.config.periodic and not ULTRA.periodic
     saved = molecular.state_dict()
     assert all(torch.equal(value, saved[name]) for name, value in started.state_dict().items())

@@ -229,7 +229,7 @@ def test_a_warm_restart_starts_from_the_checkpoint_and_refuses_another_architect
 
     from deploycc.train.loop import warm_start
 
-    start = warm_start(str(folder / "a.pt"), preset_config("ultra-tiny"), "cpu")
+    start = warm_start(str(folder / "a.pt"), preset_config("ultra-tiny"), "cpu").model
     saved = load_checkpoint(folder / "a.pt").model.state_dict()
     assert all(np.array_equal(v.numpy(), saved[k].numpy()) for k, v in start.state_dict().items())
     with pytest.raises(UserInputError, match="--init .* is a .* model, not the"):
